@@ -1,0 +1,12 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""XReal's controllers: latent known-region blending, classifier-free guidance and the sampling loop."""
+
+from monai_xreal.control.blending import (
+    anatomy_keep_weights,
+    blend_known_region,
+    latent_region,
+    pathology_keep_weights,
+)
+from monai_xreal.control.guidance import guided_prediction
+from monai_xreal.control.sampling import KnownRegion, StepCallback, denoise, per_sample_randn
+from monai_xreal.control.schedulers import SCHEDULERS, make_scheduler, scheduler_step, set_timesteps

@@ -1,0 +1,68 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Conditions datalists: ``{"conditions": [{"id", "anatomy", "pathology", "prompt", "seed"}, ...]}``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from monai_xreal.errors import XRealInputError
+
+__all__ = ["CONDITION_KEYS", "load_conditions"]
+
+CONDITION_KEYS = ("id", "anatomy", "pathology", "prompt", "seed")
+
+
+def load_conditions(path: str | Path, base_seed: int = 0) -> list[dict]:
+    """Read a conditions datalist into MONAI data dicts.
+
+    Relative ``anatomy`` / ``pathology`` paths are resolved against the datalist's folder; entries without a
+    ``seed`` get ``base_seed + index``; a missing ``prompt`` is the empty prompt.
+
+    Args:
+        path: the JSON file.
+        base_seed: seed of the first entry without its own.
+
+    Returns:
+        one dict per condition with ``id``, ``prompt``, ``seed`` and, when given, ``anatomy`` and ``pathology``
+        as absolute paths.
+
+    Raises:
+        XRealInputError: unreadable file, wrong structure, duplicate ids or a missing mask file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XRealInputError("conditions", f"no such file: {path}")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise XRealInputError("conditions", f"{path} is not valid JSON: {err}") from err
+    entries = content.get("conditions") if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise XRealInputError("conditions", f'{path} needs a non-empty list under "conditions"')
+    conditions, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"conditions[{index}]"
+        if not isinstance(entry, dict):
+            raise XRealInputError(where, "each condition must be an object")
+        unknown = sorted(set(entry) - set(CONDITION_KEYS))
+        if unknown:
+            raise XRealInputError(where, f"unknown field(s) {unknown}; allowed: {list(CONDITION_KEYS)}")
+        item = {
+            "id": str(entry.get("id", f"condition_{index:05d}")),
+            "prompt": str(entry.get("prompt", "")),
+            "seed": int(entry.get("seed", base_seed + index)),
+        }
+        if item["id"] in seen or "/" in item["id"] or not item["id"]:
+            raise XRealInputError(f"{where}.id", f"{item['id']!r} is duplicated or not a valid file name")
+        seen.add(item["id"])
+        for key in ("anatomy", "pathology"):
+            if entry.get(key) is None:
+                continue
+            file = Path(entry[key])
+            file = file if file.is_absolute() else path.parent / file
+            if not file.is_file():
+                raise XRealInputError(f"{where}.{key}", f"no such file: {file}")
+            item[key] = str(file.resolve())
+        conditions.append(item)
+    return conditions

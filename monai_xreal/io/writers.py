@@ -1,0 +1,66 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Writing generated images with MONAI's ``SaveImage``, all-or-nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import SaveImage
+
+__all__ = ["FORMATS", "save_images", "staged_output"]
+
+FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii"}
+
+
+def save_images(images: torch.Tensor, names: Sequence[str], folder: str | Path, fmt: str = "png") -> list[Path]:
+    """Write ``(B, 1, H, W)`` images in [0, 1] as ``folder/<name><ext>``; returns the paths written.
+
+    PNG is 8-bit through MONAI's ``SaveImage``; NIfTI keeps the float [0, 1] values with an identity affine.
+    Spatial axes stay in MONAI's reader order, so a mask read with ``LoadImage`` and an image written here line up.
+    """
+    ext = FORMATS[fmt]
+    folder = Path(folder)
+    paths = []
+    for image, name in zip(images.detach().cpu().float(), names):
+        path = folder / f"{name}{ext}"
+        if fmt == "png":
+            SaveImage(
+                output_dir=str(folder), output_ext=ext, output_postfix="", separate_folder=False, resample=False,
+                scale=255, output_dtype=np.uint8, print_log=False,
+            )(MetaTensor(image, meta={"filename_or_obj": name}))  # fmt: skip
+        else:
+            # nibabel directly: MONAI 1.6.1's NibabelWriter fails on 2D data with resample=False
+            nib.save(nib.Nifti1Image(image[0].numpy(), np.eye(4)), str(path))
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def staged_output(output_dir: str | Path) -> Iterator[Path]:
+    """A staging folder whose files move into ``output_dir`` only if the block succeeds.
+
+    On any error the staging folder is removed, and so is ``output_dir`` if this call created it, so a failed run
+    leaves nothing half-written behind.
+    """
+    output_dir = Path(output_dir)
+    created = not output_dir.exists()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".monai_xreal-", dir=output_dir))
+    try:
+        yield staging
+        for file in sorted(staging.iterdir()):
+            file.replace(output_dir / file.name)
+    except BaseException:
+        if created:
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,348 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""XRealPipeline: anatomy- and pathology-controlled CXR generation on a frozen latent diffusion model."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from monai.networks.schedulers import Scheduler
+from torch import nn
+from tqdm.auto import tqdm
+
+from monai_xreal.bundle import default_bundle_path, load_bundle_weights, read_bundle_config
+from monai_xreal.control import (
+    KnownRegion,
+    StepCallback,
+    anatomy_keep_weights,
+    denoise,
+    make_scheduler,
+    pathology_keep_weights,
+    per_sample_randn,
+    set_timesteps,
+)
+from monai_xreal.errors import XRealInputError
+from monai_xreal.transforms import AnatomyToControllerInput, BoxesToMask, ValidateLabelMap
+
+__all__ = ["XRealPipeline"]
+
+Mask = torch.Tensor
+Boxes = Sequence  # one (N, 4) array-like per sample
+
+
+class XRealPipeline:
+    """Controllable CXR generation with XReal's two controllers over a frozen text-conditioned LDM.
+
+    Stage 1 (anatomy): the anatomy controller turns the label map into a coarse X-ray, whose latent is blended
+    into the sample (weight 1 in organs, ``anatomy_soft_value`` elsewhere) during the first
+    ``anatomy_step_fraction`` of the steps. Stage 2 (pathology): the stage-1 image is re-encoded and held fixed
+    outside the pathology mask at every step while the model paints inside it, guided by the prompt.
+
+    Images are ``(B, 1, H, W)`` floats in [0, 1], with spatial axes in MONAI's reader order (what ``LoadImage``
+    returns and ``SaveImage`` writes back). Latents are the autoencoder's latents times ``scale_factor``.
+
+    Args:
+        autoencoder: the LDM's ``AutoencoderKL`` (images in [0, 1]).
+        unet: the frozen ``DiffusionModelUNet`` with cross-attention.
+        text_encoder: prompts ``list[str]`` to embeddings ``(B, L, cross_attention_dim)``.
+        scheduler: the MONAI scheduler the UNet was trained with (its betas are reused by other samplers).
+        anatomy_controller: the mask-to-image ``AutoencoderKL``; ``None`` disables anatomy control.
+        scale_factor: latent scale factor of the autoencoder.
+        anatomy_labels: label value to name, e.g. ``{0: "background", 1: "right lung", ...}`` (bundle metadata).
+        spatial_shape: the model's image grid ``(H, W)``; masks of other sizes are resized to it.
+        device: where the networks run; defaults to where they are.
+        embedding_cache_size: how many prompt embeddings to keep between calls.
+    """
+
+    def __init__(
+        self,
+        autoencoder: nn.Module,
+        unet: nn.Module,
+        text_encoder: nn.Module,
+        scheduler: Scheduler,
+        anatomy_controller: nn.Module | None = None,
+        scale_factor: float = 1.0,
+        anatomy_labels: Mapping[int | str, str] | None = None,
+        spatial_shape: Sequence[int] = (256, 256),
+        device: torch.device | str | None = None,
+        embedding_cache_size: int = 128,
+    ) -> None:
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.unet = unet.eval().requires_grad_(False)
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.anatomy_controller = None if anatomy_controller is None else anatomy_controller.eval().requires_grad_(False)
+        self.controlnet = None
+        self.scheduler = scheduler
+        self.scale_factor = float(scale_factor)
+        labels = anatomy_labels or {0: "background", 1: "right lung", 2: "left lung", 3: "heart", 4: "mediastinum"}
+        self.anatomy_labels = {int(k): str(v) for k, v in labels.items()}
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.embedding_cache_size = embedding_cache_size
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.to(device if device is not None else next(self.unet.parameters()).device)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_root: str | Path | None = None,
+        device: torch.device | str | None = None,
+        config_file: str = "configs/inference.json",
+    ) -> XRealPipeline:
+        """Build the pipeline from a bundle folder's ``pipeline`` config id and load its ``models/`` weights.
+
+        Args:
+            bundle_root: the bundle folder; ``None`` is the embedded ``cxr_xreal`` bundle.
+            device: where to run; ``None`` picks the bundle config's ``device``.
+            config_file: the config holding the network definitions, relative to ``bundle_root``.
+        """
+        root = Path(bundle_root) if bundle_root is not None else default_bundle_path()
+        parser = read_bundle_config(root, config_file)
+        if device is not None:
+            parser["device"] = str(device)
+        pipeline = parser.get_parsed_content("pipeline", instantiate=True)
+        load_bundle_weights(pipeline, root)
+        return pipeline.to(pipeline.device)
+
+    def to(self, device: torch.device | str) -> XRealPipeline:
+        """Move every network to ``device``."""
+        self.device = torch.device(device)
+        for module in (self.autoencoder, self.unet, self.text_encoder, self.anatomy_controller, self.controlnet):
+            if module is not None:
+                module.to(self.device)
+        self._embeddings.clear()
+        return self
+
+    # -- building blocks -------------------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(B, L, D)`` embeddings; each distinct prompt goes through the text encoder once and is cached."""
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._embeddings))
+        if missing:
+            for prompt, embedding in zip(missing, self.text_encoder(missing)):
+                self._embeddings[prompt] = embedding.to(self.device)
+        for prompt in prompts:
+            self._embeddings.move_to_end(prompt)
+        result = torch.stack([self._embeddings[p] for p in prompts])
+        while len(self._embeddings) > self.embedding_cache_size:
+            self._embeddings.popitem(last=False)
+        return result
+
+    def anatomy_image(self, anatomy: torch.Tensor) -> torch.Tensor:
+        """The anatomy controller's coarse X-ray ``clamp(D(mode(E(m))), 0, 1)``, ``(B, 1, H, W)`` in [0, 1]."""
+        controller = self.anatomy_controller
+        x = AnatomyToControllerInput(max(self.anatomy_labels))(anatomy)
+        z_mu, _ = controller.encode(_to_channels(x, controller.encoder.in_channels))
+        return _to_gray(controller.decode(z_mu).clamp(0, 1))
+
+    def encode(self, images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Scaled latent sample ``(B, C, h, w)`` of images ``(B, 1, H, W)`` in [0, 1]; noise from ``generators``."""
+        z_mu, z_sigma = self.autoencoder.encode(_to_channels(images, self.autoencoder.encoder.in_channels))
+        noise = per_sample_randn(z_mu.shape[1:], generators, z_mu.device, z_mu.dtype)
+        return (z_mu + z_sigma * noise) * self.scale_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 1, H, W)`` in [0, 1] from scaled latents."""
+        return _to_gray(self.autoencoder.decode(latents / self.scale_factor).clamp(0, 1))
+
+    # -- generation ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        anatomy: Mask | None = None,
+        pathology: Mask | Boxes | None = None,
+        prompt: str | Sequence[str] = "",
+        num_inference_steps: int = 100,
+        guidance_scale: float = 7.0,
+        anatomy_soft_value: float = 0.2,
+        anatomy_step_fraction: float = 0.5,
+        eta: float = 1.0,
+        scheduler: str | Scheduler | None = None,
+        timestep_spacing: str = "leading",
+        seed: int | Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Generate CXRs that follow an anatomy label map, a pathology region and a prompt.
+
+        Args:
+            anatomy: ``(B, 1, H, W)`` (or ``(H, W)``) integer label map in the bundle's label set; ``None`` for
+                generation without anatomy control.
+            pathology: ``(B, 1, H, W)`` binary mask (1 = paint the finding here), or a sequence of ``B``
+                ``(N, 4)`` box arrays in the anatomy mask's pixel grid (see ``BoxesToMask``); ``None`` for no
+                pathology stage, in which case the prompt conditions the anatomy stage instead.
+            prompt: one prompt for the batch, or ``B`` prompts.
+            num_inference_steps: reverse steps per stage (XReal: 100).
+            guidance_scale: classifier-free guidance weight on the prompt against the empty prompt (XReal: 7.0).
+            anatomy_soft_value: blending weight outside organs in the anatomy stage (XReal: 0.2).
+            anatomy_step_fraction: share of the steps, from the start, with anatomy blending (XReal: 0.5).
+            eta: DDIM noise weight (XReal: 1.0).
+            scheduler: ``"ddim"``, ``"ddpm"``, ``"pndm"``, a MONAI scheduler object, or ``None`` for the bundle's.
+            timestep_spacing: ``"leading"`` (CompVis / XReal grid) or ``"scheduler"`` (the scheduler's own).
+            seed: an int (sample ``i`` uses ``seed + i``), one int per sample, or ``None`` for fresh seeds.
+            callback: ``callback(stage, step_index, timestep, latents)`` after each blending.
+            progress: show a progress bar over the steps.
+
+        Returns:
+            ``(B, 1, H, W)`` float images in [0, 1] at the model's ``spatial_shape``.
+        """
+        anatomy, pathology, prompts = self.prepare_conditions(anatomy, pathology, prompt)
+        batch = len(prompts)
+        _check_knobs(num_inference_steps, guidance_scale, anatomy_soft_value, anatomy_step_fraction, eta)
+        generators = self._generators(seed, batch)
+        sampler = self._sampler(scheduler)
+        latent_shape = self._latent_shape()
+
+        empty = self.encode_prompts([""] * batch)
+        context = self.encode_prompts(prompts)
+        guided = guidance_scale != 1.0 and any(prompts)
+        bar = tqdm(total=num_inference_steps * (1 + (pathology is not None)), disable=not progress, unit="step")
+        step_callback = _with_progress(callback, bar)
+
+        # Stage 1, anatomy: hold the controller's latent in the organs for the first part of the schedule
+        known = None
+        if anatomy is not None:
+            anatomy_latents = self.encode(self.anatomy_image(anatomy), generators)
+            keep = anatomy_keep_weights(anatomy, latent_shape, anatomy_soft_value)
+            known = KnownRegion(anatomy_latents, keep, round(anatomy_step_fraction * num_inference_steps))
+        stage_context = empty if pathology is not None else context  # XReal: empty prompt when a pathology follows
+        stage_guided = guided and pathology is None
+        timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
+        latents = per_sample_randn((self.unet.in_channels, *latent_shape), generators, self.device, empty.dtype)
+        latents = denoise(
+            self.unet, sampler, timesteps, latents, generators, stage_context,
+            empty if stage_guided else None, guidance_scale, eta, known, "anatomy", step_callback,
+        )  # fmt: skip
+        images = self.decode(latents)
+
+        # Stage 2, pathology: keep the stage-1 image outside the mask at every step, paint inside with guidance
+        if pathology is not None:
+            known = KnownRegion(
+                self.encode(images, generators), pathology_keep_weights(pathology, latent_shape), num_inference_steps
+            )
+            timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
+            latents = per_sample_randn((self.unet.in_channels, *latent_shape), generators, self.device, empty.dtype)
+            latents = denoise(
+                self.unet, sampler, timesteps, latents, generators, context,
+                empty if guided else None, guidance_scale, eta, known, "pathology", step_callback,
+            )  # fmt: skip
+            images = self.decode(latents)
+        bar.close()
+        return images
+
+    # -- input handling --------------------------------------------------------------------------------------
+
+    def prepare_conditions(self, anatomy, pathology, prompt) -> tuple[Mask | None, Mask | None, list[str]]:
+        """Validate the conditions and bring them to the model grid.
+
+        Returns:
+            ``(anatomy, pathology, prompts)``: float ``(B, 1, H, W)`` tensors at ``spatial_shape`` (or ``None``)
+            and ``B`` prompts.
+
+        Raises:
+            XRealInputError: naming the argument at fault.
+        """
+        reference_shape = self.spatial_shape
+        if anatomy is not None:
+            anatomy = _as_mask_batch(anatomy, "anatomy")
+            ValidateLabelMap(sorted(self.anatomy_labels), "anatomy")(anatomy)
+            if self.anatomy_controller is None:
+                raise XRealInputError("anatomy", "this bundle has no anatomy controller")
+            reference_shape = tuple(anatomy.shape[2:])
+            anatomy = F.interpolate(anatomy.float(), size=self.spatial_shape, mode="nearest-exact")
+        if isinstance(pathology, (list, tuple)):
+            pathology = torch.stack([BoxesToMask(reference_shape)(boxes) for boxes in pathology])
+        if pathology is not None:
+            pathology = _as_mask_batch(pathology, "pathology")
+            if not torch.isfinite(pathology).all():
+                raise XRealInputError("pathology", "contains NaN or infinite values")
+            pathology = F.interpolate((pathology > 0).float(), size=self.spatial_shape, mode="nearest-exact")
+        sizes = {m.shape[0] for m in (anatomy, pathology) if m is not None}
+        if isinstance(prompt, str):
+            prompts = [prompt] * (max(sizes) if sizes else 1)
+        else:
+            prompts = [str(p) for p in prompt]
+        sizes.add(len(prompts))
+        if len(sizes) > 1:
+            raise XRealInputError("prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes)}")
+        if pathology is not None:
+            empty_with_prompt = [i for i, p in enumerate(prompts) if p.strip() and not pathology[i].any()]
+            if empty_with_prompt:
+                raise XRealInputError(
+                    "pathology", f"mask is empty for sample(s) {empty_with_prompt} that have a pathology prompt"
+                )
+        return anatomy, pathology, prompts
+
+    def _generators(self, seed: int | Sequence[int] | None, batch: int) -> list[torch.Generator]:
+        if seed is None:
+            seeds = torch.randint(0, 2**62, (batch,)).tolist()
+        elif isinstance(seed, int):
+            seeds = [seed + i for i in range(batch)]
+        else:
+            seeds = [int(s) for s in seed]
+            if len(seeds) != batch:
+                raise XRealInputError("seed", f"{len(seeds)} seeds given for a batch of {batch}")
+        return [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+    def _sampler(self, scheduler: str | Scheduler | None) -> Scheduler:
+        if scheduler is None:
+            return self.scheduler
+        if isinstance(scheduler, str):
+            try:
+                return make_scheduler(scheduler.lower(), self.scheduler)
+            except ValueError as err:
+                raise XRealInputError("scheduler", str(err)) from err
+        return scheduler
+
+    def _latent_shape(self) -> tuple[int, int]:
+        # AutoencoderKL halves the grid at every level but the last
+        factor = 2 ** (len(self.autoencoder.encoder.channels) - 1)
+        return (self.spatial_shape[0] // factor, self.spatial_shape[1] // factor)
+
+
+def _as_mask_batch(mask, argument: str) -> torch.Tensor:
+    """``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)`` to a float ``(B, 1, H, W)`` tensor, else an error."""
+    mask = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3 and mask.shape[0] == 1:
+        mask = mask[None]
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise XRealInputError(argument, f"expected a 2D mask (H, W), (1, H, W) or (B, 1, H, W); got {tuple(mask.shape)}")
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise XRealInputError(argument, "contains NaN or infinite values")
+    return mask.float()
+
+
+def _check_knobs(steps: int, guidance: float, soft: float, fraction: float, eta: float) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise XRealInputError("num_inference_steps", f"must be a positive integer, got {steps!r}")
+    if not math.isfinite(guidance):
+        raise XRealInputError("guidance_scale", f"must be finite, got {guidance!r}")
+    for name, value in (("anatomy_soft_value", soft), ("anatomy_step_fraction", fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise XRealInputError(name, f"must be in [0, 1], got {value!r}")
+    if not eta >= 0.0:
+        raise XRealInputError("eta", f"must be >= 0, got {eta!r}")
+
+
+def _to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey ``(B, 1, H, W)`` to the network's channel count (XReal's autoencoders take 3 identical channels)."""
+    return images if images.shape[1] == channels else images.expand(-1, channels, -1, -1)
+
+
+def _to_gray(images: torch.Tensor) -> torch.Tensor:
+    return images if images.shape[1] == 1 else images.mean(dim=1, keepdim=True)
+
+
+def _with_progress(callback: StepCallback | None, bar) -> StepCallback:
+    def step(stage: str, index: int, timestep: torch.Tensor, latents: torch.Tensor) -> None:
+        if callback is not None:
+            callback(stage, index, timestep, latents)
+        bar.update(1)
+
+    return step

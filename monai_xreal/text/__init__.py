@@ -1,0 +1,4 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Conditioning encoders: text (transformers, local folders only) and label vectors."""
+
+from monai_xreal.text.encoders import HFTextEncoder, LabelVectorConditioner, packaged_model_path

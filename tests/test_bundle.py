@@ -1,0 +1,111 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from PIL import Image
+
+from monai_xreal import XRealPipeline
+from monai_xreal.bundle import WEIGHT_STEMS, default_bundle_path, read_bundle_config
+
+MANDATORY_METADATA = [
+    "version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
+    "description", "authors", "copyright", "network_data_format",
+]  # fmt: skip
+
+
+def test_shipped_bundle_layout_and_metadata():
+    root = default_bundle_path()
+    for name in ("LICENSE", "configs/metadata.json", "configs/inference.json", "configs/logging.conf", "docs/README.md"):
+        assert (root / name).is_file(), name
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    assert all(key in meta for key in MANDATORY_METADATA)
+    for item in list(meta["network_data_format"]["inputs"].values()) + list(meta["network_data_format"]["outputs"].values()):
+        assert {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def"} <= set(item)
+    assert "random" in meta["description"].lower()  # the demo weights say plainly what they are
+
+
+def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
+    root = default_bundle_path()
+    parser = read_bundle_config(root)
+    for config_id in ("autoencoder_def", "diffusion_unet_def", "network_def", "anatomy_controller_def", "text_encoder", "noise_scheduler"):
+        assert config_id in parser, config_id
+    assert parser.get("network_def") == "@diffusion_unet_def"
+    for component, stem in WEIGHT_STEMS.items():
+        if component == "controlnet":
+            continue
+        state = torch.load(root / "models" / f"{stem}.pt", weights_only=True)
+        assert isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())
+    unet = parser.get_parsed_content("network_def")
+    unet.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
+    fmt = parser.get("_meta_")["network_data_format"]
+    x = torch.randn(1, fmt["inputs"]["image"]["num_channels"], *fmt["inputs"]["image"]["spatial_shape"])
+    context = torch.randn(1, 77, parser.get_parsed_content("text_encoder").embed_dim)
+    with torch.no_grad():
+        pred = unet(x, torch.tensor([500]), context=context)
+    assert pred.shape[1] == fmt["outputs"]["pred"]["num_channels"]
+    assert list(pred.shape[2:]) == fmt["outputs"]["pred"]["spatial_shape"]
+
+
+def test_shipped_bundle_generates_at_its_resolution():
+    pipe = XRealPipeline.from_bundle(device="cpu")
+    from monai.transforms import LoadImage
+
+    root = default_bundle_path() / "sample_data"
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    images = pipe(anatomy=load(root / "anatomy.png"), pathology=load(root / "pathology.png"), prompt="Effusion",
+                  num_inference_steps=2, seed=0)  # fmt: skip
+    assert images.shape == (1, 1, 256, 256) and 0 <= images.min() and images.max() <= 1
+
+
+def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, mask_files, tmp_path):
+    datalist = tmp_path / "conditions.json"
+    datalist.write_text(json.dumps({"conditions": [
+        {"id": "with_finding", "anatomy": mask_files["anatomy"].name, "pathology": mask_files["pathology"].name, "prompt": "Edema"},
+        {"id": "anatomy_only", "anatomy": mask_files["anatomy"].name},
+    ]}))  # fmt: skip
+    out = tmp_path / "generated"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(tiny_bundle),
+        "--config_file", str(tiny_bundle / "configs" / "inference.json"),
+        "--meta_file", str(tiny_bundle / "configs" / "metadata.json"),
+        "--datalist", str(datalist), "--output_dir", str(out), "--num_inference_steps", "2",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["anatomy_only.png", "with_finding.png"]
+    for name in files:
+        array = np.asarray(Image.open(out / name))
+        assert array.shape == (32, 32) and array.dtype == np.uint8
+
+    # the images are the library's, seed 0 and 1 for the two entries
+    from monai.transforms import LoadImage
+
+    load = LoadImage(image_only=True, ensure_channel_first=True)
+    pipe = XRealPipeline.from_bundle(tiny_bundle, device="cpu")
+    expected = pipe(anatomy=load(mask_files["anatomy"]), num_inference_steps=2, seed=1)
+    written = load(out / "anatomy_only.png").as_tensor()[None] / 255
+    torch.testing.assert_close(written, expected, atol=1 / 255 + 1e-6, rtol=0)
+
+
+def test_config_parser_resolves_fully_qualified_targets():
+    parser = ConfigParser()
+    parser.read_config(str(default_bundle_path() / "configs" / "inference.json"))
+    targets = []
+
+    def collect(node):
+        if isinstance(node, dict):
+            if "_target_" in node:
+                targets.append(node["_target_"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(parser.get())
+    assert targets and all("." in target for target in targets), targets

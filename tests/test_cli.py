@@ -1,0 +1,107 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_xreal.cli.main import main
+
+from conftest import save_mask
+
+
+def generate(tiny_bundle, out, *extra):
+    return main(["generate", "--bundle", str(tiny_bundle), "--num-inference-steps", "2", "--output-dir", str(out), *extra])
+
+
+@pytest.mark.parametrize("fmt", ["png", "nii.gz"])
+def test_cli_writes_the_files_it_reports(tiny_bundle, mask_files, tmp_path, capsys, fmt):
+    out = tmp_path / "out"
+    code = generate(
+        tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--pathology", str(mask_files["pathology"]),
+        "--prompt", "Cardiomegaly", "--num-images", "3", "--batch-size", "2", "--seed", "10", "--format", fmt,
+    )  # fmt: skip
+    assert code == 0
+    reported = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    files = sorted(p for p in out.iterdir())
+    assert [str(p) for p in files] == sorted(reported) and len(files) == 3
+    assert [p.name.split(".")[0] for p in files] == ["xreal_seed10", "xreal_seed11", "xreal_seed12"]
+    for path in files:
+        if fmt == "png":
+            array = np.asarray(Image.open(path))
+            assert array.shape == (32, 32) and array.dtype == np.uint8
+        else:
+            array = np.asanyarray(nib.load(path).dataobj)
+            assert array.shape == (32, 32) and array.min() >= 0 and array.max() <= 1
+
+
+def test_cli_images_match_the_library(tiny_bundle, tiny_pipeline, mask_files, tmp_path):
+    from monai.transforms import LoadImage
+
+    out = tmp_path / "out"
+    assert generate(tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--seed", "4", "--format", "nii.gz") == 0
+    written = LoadImage(image_only=True, ensure_channel_first=True)(str(out / "xreal_seed4.nii.gz"))
+    anatomy = LoadImage(image_only=True, ensure_channel_first=True)(str(mask_files["anatomy"]))
+    expected = tiny_pipeline(anatomy=anatomy, num_inference_steps=2, seed=4)
+    torch.testing.assert_close(written[None].as_tensor(), expected, atol=1e-5, rtol=0)
+
+
+def bad_inputs(tmp_path, mask_files):
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(rgb)
+    volume = save_mask(np.zeros((1, 8, 8, 8), np.uint8), tmp_path, "volume", ".nii.gz")
+    fractional = save_mask(np.full((1, 32, 32), 0.5, np.float32), tmp_path, "fractional", ".nii.gz")
+    labels = save_mask(np.full((1, 32, 32), 9, np.uint8), tmp_path, "labels")
+    empty = save_mask(np.zeros((1, 32, 32), np.uint8), tmp_path, "empty")
+    nan = save_mask(np.full((1, 32, 32), np.nan, np.float32), tmp_path, "nan", ".nii.gz")
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    anatomy = str(mask_files["anatomy"])
+    return {
+        "missing file": (["--anatomy", str(tmp_path / "nope.png")], "anatomy: no such file"),
+        "unreadable": (["--anatomy", str(junk)], "anatomy: cannot read"),
+        "rgb": (["--anatomy", str(rgb)], "anatomy: expected a single-channel mask"),
+        "3d": (["--anatomy", str(volume)], "anatomy: expected a 2D mask"),
+        "fractional": (["--anatomy", str(fractional)], "anatomy: float mask with non-integer labels"),
+        "labels": (["--anatomy", str(labels)], "anatomy: labels [9] are not in the bundle's label set"),
+        "nan": (["--anatomy", str(nan)], "anatomy: contains NaN"),
+        "empty pathology": (["--anatomy", anatomy, "--pathology", str(empty), "--prompt", "Edema"], "pathology: mask is empty"),
+        "no weights": (["--anatomy", anatomy, "--bundle", str(tmp_path)], "bundle: missing file"),
+        "bad count": (["--num-images", "0"], "num_images: must be a positive integer"),
+        "bad format": (["--format", "jpg"], "argument --format: invalid choice"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing file", "unreadable", "rgb", "3d", "fractional", "labels", "nan",
+                                  "empty pathology", "no weights", "bad count", "bad format"])  # fmt: skip
+def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(tiny_bundle, mask_files, tmp_path, capsys, case):
+    args, message = bad_inputs(tmp_path, mask_files)[case]
+    out = tmp_path / "out"
+    argv = ["generate", "--bundle", str(tiny_bundle), "--num-inference-steps", "2", "--output-dir", str(out), *args]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_failure_keeps_an_existing_output_folder_clean(tiny_bundle, mask_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code = generate(tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--pathology",
+                    str(save_mask(np.zeros((1, 32, 32), np.uint8), tmp_path, "empty")), "--prompt", "Edema")  # fmt: skip
+    assert code == 2 and [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_python_dash_m_is_the_same_cli():
+    result = subprocess.run([sys.executable, "-m", "monai_xreal", "generate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--anatomy" in result.stdout and "--num-inference-steps" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "monai_xreal", "nonsense"], capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,44 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+import json
+
+import pytest
+
+from monai_xreal import XRealInputError
+from monai_xreal.data import load_conditions
+
+
+def write(path, content):
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_relative_paths_resolve_against_the_datalist_and_seeds_default(tmp_path, mask_files):
+    datalist = write(tmp_path / "c.json", {"conditions": [
+        {"id": "a", "anatomy": "anatomy.png", "pathology": "pathology.png", "prompt": "Edema"},
+        {"id": "b", "anatomy": str(mask_files["anatomy"]), "seed": 99},
+        {"prompt": "Cardiomegaly"},
+    ]})  # fmt: skip
+    items = load_conditions(datalist, base_seed=10)
+    assert items[0] == {"id": "a", "prompt": "Edema", "seed": 10, "anatomy": str(mask_files["anatomy"].resolve()),
+                        "pathology": str(mask_files["pathology"].resolve())}  # fmt: skip
+    assert items[1]["seed"] == 99 and items[1]["prompt"] == ""
+    assert items[2] == {"id": "condition_00002", "prompt": "Cardiomegaly", "seed": 12}
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("not json", "not valid JSON"),
+        ({"images": []}, "non-empty list"),
+        ({"conditions": [{"id": "a", "anatomy": "missing.png"}]}, "no such file"),
+        ({"conditions": [{"id": "a"}, {"id": "a"}]}, "duplicated"),
+        ({"conditions": [{"id": "a", "mask": "x"}]}, "unknown field"),
+    ],
+)
+def test_bad_datalists(tmp_path, content, match):
+    path = tmp_path / "c.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(XRealInputError, match=match):
+        load_conditions(path)
+    with pytest.raises(XRealInputError, match="no such file"):
+        load_conditions(tmp_path / "absent.json")
