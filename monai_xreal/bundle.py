@@ -43,7 +43,14 @@ WEIGHT_STEMS = {
     "autoencoder": "model_autoencoder",
     "anatomy_controller": "model_anatomy_controller",
     "controlnet": "model_controlnet",
+    "text_encoder": "model_text_encoder",
 }
+
+
+def _bundled_modules(pipeline: Any) -> dict[str, nn.Module]:
+    """The pipeline's modules whose weights live in the bundle (a text encoder loaded from its own folder does not)."""
+    modules = {component: getattr(pipeline, component, None) for component in WEIGHT_STEMS}
+    return {k: m for k, m in modules.items() if m is not None and getattr(m, "weights_in_bundle", True)}
 
 
 def default_bundle_path(name: str = "cxr_xreal") -> Path:
@@ -118,19 +125,16 @@ def save_weights(module: nn.Module, path: str | Path) -> Path:
 
 def load_bundle_weights(pipeline: Any, bundle_root: str | Path) -> Any:
     """Load every network of ``pipeline`` that is present from the bundle's ``models/`` folder."""
-    for component in WEIGHT_STEMS:
-        module = getattr(pipeline, component, None)
-        if module is not None:
-            load_weights(module, weight_file(bundle_root, component))
+    for component, module in _bundled_modules(pipeline).items():
+        load_weights(module, weight_file(bundle_root, component))
     return pipeline
 
 
 def save_bundle_weights(pipeline: Any, bundle_root: str | Path, suffix: str = ".pt") -> list[Path]:
     """Save every network of ``pipeline`` under the bundle's ``models/`` folder; returns the files written."""
     return [
-        save_weights(module, Path(bundle_root) / "models" / f"{stem}{suffix}")
-        for component, stem in WEIGHT_STEMS.items()
-        if (module := getattr(pipeline, component, None)) is not None
+        save_weights(module, Path(bundle_root) / "models" / f"{WEIGHT_STEMS[component]}{suffix}")
+        for component, module in _bundled_modules(pipeline).items()
     ]
 
 

@@ -34,9 +34,8 @@ def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
     for config_id in ("autoencoder_def", "diffusion_unet_def", "network_def", "anatomy_controller_def", "text_encoder", "noise_scheduler"):
         assert config_id in parser, config_id
     assert parser.get("network_def") == "@diffusion_unet_def"
-    for component, stem in WEIGHT_STEMS.items():
-        if component == "controlnet":
-            continue
+    for component in ("unet", "autoencoder", "anatomy_controller"):
+        stem = WEIGHT_STEMS[component]
         state = torch.load(root / "models" / f"{stem}.pt", weights_only=True)
         assert isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())
     unet = parser.get_parsed_content("network_def")
@@ -109,3 +108,29 @@ def test_config_parser_resolves_fully_qualified_targets():
 
     collect(parser.get())
     assert targets and all("." in target for target in targets), targets
+
+
+def test_label_vector_conditioner_bundle_round_trip(tiny_bundle, tmp_path, anatomy):
+    """The second conditioning option: a CheXpert-style label conditioner whose weights travel with the bundle."""
+    import shutil
+
+    from monai_xreal.bundle import initialise_bundle_weights
+    from monai_xreal.text import LabelVectorConditioner
+
+    root = tmp_path / "labels_bundle"
+    shutil.copytree(tiny_bundle, root, ignore=shutil.ignore_patterns("models"))
+    config = json.loads((root / "configs" / "inference.json").read_text())
+    config["text_encoder"] = {
+        "_target_": "monai_xreal.text.LabelVectorConditioner",
+        "class_names": ["Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion"],
+        "embed_dim": 64,
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    written = initialise_bundle_weights(root, seed=1)
+    assert root / "models" / "model_text_encoder.pt" in written
+    pipe = XRealPipeline.from_bundle(root, device="cpu")
+    assert isinstance(pipe.text_encoder, LabelVectorConditioner)
+    saved = torch.load(root / "models" / "model_text_encoder.pt", weights_only=True)
+    torch.testing.assert_close(pipe.text_encoder.present, saved["present"])
+    images = pipe(anatomy=anatomy, prompt="Cardiomegaly, Edema", num_inference_steps=2, seed=0)
+    assert images.shape == (1, 1, 32, 32)

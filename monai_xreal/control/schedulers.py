@@ -22,6 +22,8 @@ def make_scheduler(name: str, like: Scheduler) -> Scheduler:
     """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)} or pass a scheduler object")
+    if not hasattr(like, "alphas_cumprod"):
+        raise ValueError(f"the bundle's {type(like).__name__} has no beta schedule to share; pass a scheduler object")
     kwargs = {"num_train_timesteps": like.num_train_timesteps, "prediction_type": like.prediction_type}
     if name == "ddpm":
         kwargs.update(clip_sample=False)

@@ -46,12 +46,13 @@ class HFTextEncoder(nn.Module):
         max_length: tokens per prompt (longer prompts are truncated).
     """
 
+    weights_in_bundle = False  # its weights are the local model folder's, not the bundle's
+
     def __init__(self, path: str | Path, max_length: int = 77) -> None:
         super().__init__()
         folder = Path(path)
-        for name in ("config.json",):
-            if not (folder / name).is_file():
-                raise XRealInputError("text_encoder", f"missing file {folder / name} (a local model folder is required)")
+        if not (folder / "config.json").is_file():
+            raise XRealInputError("text_encoder", f"missing file {folder / 'config.json'} (a local model folder is required)")
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
