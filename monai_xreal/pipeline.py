@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -199,9 +200,13 @@ class XRealPipeline:
 
         empty = self.encode_prompts([""] * batch)
         context = self.encode_prompts(prompts)
-        guided = guidance_scale != 1.0 and any(prompts)
+        uncond = empty if guidance_scale != 1.0 and any(prompts) else None  # None: no guidance, one UNet pass
         bar = tqdm(total=num_inference_steps * (1 + (pathology is not None)), disable=not progress, unit="step")
-        step_callback = _with_progress(callback, bar)
+        sample_stage = functools.partial(
+            self._sample_stage, sampler=sampler, generators=generators, num_inference_steps=num_inference_steps,
+            timestep_spacing=timestep_spacing, guidance_scale=guidance_scale, eta=eta,
+            callback=_with_progress(callback, bar),
+        )  # fmt: skip
 
         # Stage 1, anatomy: hold the controller's latent in the organs for the first part of the schedule
         known = None
@@ -209,30 +214,33 @@ class XRealPipeline:
             anatomy_latents = self.encode(self.anatomy_image(anatomy), generators)
             keep = anatomy_keep_weights(anatomy, latent_shape, anatomy_soft_value)
             known = KnownRegion(anatomy_latents, keep, round(anatomy_step_fraction * num_inference_steps))
-        stage_context = empty if pathology is not None else context  # XReal: empty prompt when a pathology follows
-        stage_guided = guided and pathology is None
-        timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
-        latents = per_sample_randn((self.unet.in_channels, *latent_shape), generators, self.device, empty.dtype)
-        latents = denoise(
-            self.unet, sampler, timesteps, latents, generators, stage_context,
-            empty if stage_guided else None, guidance_scale, eta, known, "anatomy", step_callback,
-        )  # fmt: skip
-        images = self.decode(latents)
+        if pathology is not None:  # XReal: the anatomy stage runs on the empty prompt when a pathology follows
+            images = sample_stage("anatomy", known, context=empty, uncond_context=None)
+        else:
+            images = sample_stage("anatomy", known, context=context, uncond_context=uncond)
 
         # Stage 2, pathology: keep the stage-1 image outside the mask at every step, paint inside with guidance
         if pathology is not None:
-            known = KnownRegion(
-                self.encode(images, generators), pathology_keep_weights(pathology, latent_shape), num_inference_steps
-            )
-            timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
-            latents = per_sample_randn((self.unet.in_channels, *latent_shape), generators, self.device, empty.dtype)
-            latents = denoise(
-                self.unet, sampler, timesteps, latents, generators, context,
-                empty if guided else None, guidance_scale, eta, known, "pathology", step_callback,
-            )  # fmt: skip
-            images = self.decode(latents)
+            keep = pathology_keep_weights(pathology, latent_shape)
+            known = KnownRegion(self.encode(images, generators), keep, num_inference_steps)
+            images = sample_stage("pathology", known, context=context, uncond_context=uncond)
         bar.close()
         return images
+
+    def _sample_stage(
+        self, stage: str, known: KnownRegion | None, *, context: torch.Tensor, uncond_context: torch.Tensor | None,
+        sampler: Scheduler, generators: Sequence[torch.Generator], num_inference_steps: int, timestep_spacing: str,
+        guidance_scale: float, eta: float, callback: StepCallback,
+    ) -> torch.Tensor:  # fmt: skip
+        """One reverse pass from fresh noise, decoded: ``(B, 1, H, W)`` images in [0, 1]."""
+        timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
+        shape = (self.unet.in_channels, *self._latent_shape())
+        latents = per_sample_randn(shape, generators, self.device, context.dtype)
+        latents = denoise(
+            self.unet, sampler, timesteps, latents, generators, context, uncond_context, guidance_scale, eta,
+            known, stage, callback,
+        )  # fmt: skip
+        return self.decode(latents)
 
     # -- input handling --------------------------------------------------------------------------------------
 

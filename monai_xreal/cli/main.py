@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from monai_xreal.errors import XRealInputError
@@ -32,8 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_optional_codec_notices() -> None:
+    # MONAI announces on every DICOM-capable load that the optional GPU codec nvImageCodec is absent; it is noise here
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 success, 2 bad input)."""
+    _quiet_optional_codec_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
