@@ -11,3 +11,4 @@ from monai_xreal.transforms.masks import (
     ValidateLabelMap,
     ValidateLabelMapd,
 )
+from monai_xreal.transforms.rle import RLEToMask, RLEToMaskd

@@ -145,8 +145,27 @@ class AnatomyToControllerInputd(_PerKey):
         super().__init__(keys, allow_missing_keys, lambda key: AnatomyToControllerInput(max_label))
 
 
-class BoxesToMaskd(_PerKey):
-    """Dictionary version of :class:`BoxesToMask`."""
+class BoxesToMaskd(MapTransform):
+    """Dictionary version of :class:`BoxesToMask`.
 
-    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys, lambda key: BoxesToMask(spatial_size))
+    Args:
+        keys: the key holding the ``(N, 4)`` boxes.
+        spatial_size: the image's ``(X, Y)``.
+        output_key: where the mask goes, e.g. ``"pathology"`` (default: replace the boxes).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        output_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform, self.output_key = BoxesToMask(spatial_size), output_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key or key] = self.transform(d[key])
+        return d
