@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def read_rows(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, 
         raise XRealInputError(str(path), "no such file")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # type: ignore[operator]
-        reader = csv.reader(handle if isinstance(handle, io.TextIOBase) else io.TextIOWrapper(handle))
+        reader = csv.reader(handle)
         header = [cell.strip() for cell in next(reader, [])]
         missing = [column for column in required if column not in header]
         if missing:

@@ -111,16 +111,26 @@ class BoxesToMask(Transform):
 
 
 class _PerKey(MapTransform):
-    """Apply an array transform, made for each key (so errors can name it), to each key."""
+    """Apply an array transform, made for each key (so errors can name it), to each key.
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool, make: Callable[[str], Transform]) -> None:
+    The result replaces the key's value, or goes to ``output_key`` when one is given.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        allow_missing_keys: bool,
+        make: Callable[[str], Transform],
+        output_key: str | None = None,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transforms = {key: make(str(key)) for key in self.keys}
+        self.output_key = output_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = self.transforms[key](d[key])
+            d[self.output_key or key] = self.transforms[key](d[key])
         return d
 
 
@@ -145,7 +155,7 @@ class AnatomyToControllerInputd(_PerKey):
         super().__init__(keys, allow_missing_keys, lambda key: AnatomyToControllerInput(max_label))
 
 
-class BoxesToMaskd(MapTransform):
+class BoxesToMaskd(_PerKey):
     """Dictionary version of :class:`BoxesToMask`.
 
     Args:
@@ -161,11 +171,4 @@ class BoxesToMaskd(MapTransform):
         output_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.transform, self.output_key = BoxesToMask(spatial_size), output_key
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[self.output_key or key] = self.transform(d[key])
-        return d
+        super().__init__(keys, allow_missing_keys, lambda key: BoxesToMask(spatial_size), output_key)
