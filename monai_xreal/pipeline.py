@@ -75,7 +75,9 @@ class XRealPipeline:
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
         self.text_encoder = text_encoder.eval().requires_grad_(False)
-        self.anatomy_controller = None if anatomy_controller is None else anatomy_controller.eval().requires_grad_(False)
+        self.anatomy_controller = (
+            None if anatomy_controller is None else anatomy_controller.eval().requires_grad_(False)
+        )
         self.controlnet = None
         self.scheduler = scheduler
         self.scale_factor = float(scale_factor)
@@ -276,7 +278,9 @@ class XRealPipeline:
             prompts = [str(p) for p in prompt]
         sizes.add(len(prompts))
         if len(sizes) > 1:
-            raise XRealInputError("prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes)}")
+            raise XRealInputError(
+                "prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes)}"
+            )
         if pathology is not None:
             empty_with_prompt = [i for i, p in enumerate(prompts) if p.strip() and not pathology[i].any()]
             if empty_with_prompt:
@@ -320,7 +324,9 @@ def _as_mask_batch(mask, argument: str) -> torch.Tensor:
     elif mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[None]
     if mask.ndim != 4 or mask.shape[1] != 1:
-        raise XRealInputError(argument, f"expected a 2D mask (H, W), (1, H, W) or (B, 1, H, W); got {tuple(mask.shape)}")
+        raise XRealInputError(
+            argument, f"expected a 2D mask (H, W), (1, H, W) or (B, 1, H, W); got {tuple(mask.shape)}"
+        )
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise XRealInputError(argument, "contains NaN or infinite values")
     return mask.float()

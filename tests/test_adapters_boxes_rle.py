@@ -40,7 +40,9 @@ def test_rle_decodes_relative_and_absolute_encodings():
     assert union.sum() == 2 and RLEToMask((4, 4))("-1").sum() == 0
 
 
-@pytest.mark.parametrize("encoding,match", [("1 2 3", "pairs"), ("1 -2", "pairs"), ("a b", "malformed"), ("10 10", "runs past")])
+@pytest.mark.parametrize(
+    "encoding,match", [("1 2 3", "pairs"), ("1 -2", "pairs"), ("a b", "malformed"), ("10 10", "runs past")]
+)
 def test_malformed_rle_is_an_error(encoding, match):
     with pytest.raises(XRealInputError, match=match):
         RLEToMask((4, 4))(encoding)
@@ -64,7 +66,10 @@ def test_siim_adapter_on_a_test_made_copy(tmp_path):
     mask = np.zeros((1024, 1024), bool)
     mask[100:110, 200:205] = True
     rle = encode_relative(mask)
-    table = write_gz(tmp_path / "train-rle.csv.gz", f"ImageId, EncodedPixels\na,-1\nb,{rle}\nb,{encode_relative(np.roll(mask, 300, 0))}\n")
+    table = write_gz(
+        tmp_path / "train-rle.csv.gz",
+        f"ImageId, EncodedPixels\na,-1\nb,{rle}\nb,{encode_relative(np.roll(mask, 300, 0))}\n",
+    )
     images = tmp_path / "dicom"
     images.mkdir()
     for name in ("a", "b"):
@@ -126,6 +131,28 @@ def test_vindr_adapter_on_a_test_made_copy(tmp_path):
     table.write_text("image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\nb,Cardiomegaly,3,R8,5,5,1,1\n")
     with pytest.raises(XRealInputError, match=r"train\.csv:2.*max <= min"):
         vindr_boxes_datalist(table)
+
+
+def test_box_adapters_skip_drops_the_whole_image_of_a_bad_row(tmp_path, caplog):
+    nih = tmp_path / "BBox_List_2017.csv"
+    nih.write_text(
+        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+        "1.png,Effusion,1,2,3,4\n1.png,Fracture,1,2,3,4\n2.png,Nodule,5,6,7,8\n3.png,Mass,1,1,0,4\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        items = nih_boxes_datalist(nih, skip_invalid=True)
+    assert [i["id"] for i in items] == ["2.png"] and "skipped 2 bad row(s)" in caplog.text
+    vindr = tmp_path / "train.csv"
+    vindr.write_text(
+        "image_id,class_name,class_id,rad_id,x_min,y_min,x_max,y_max\n"
+        "a,Nodule/Mass,8,R8,1,1,5,5\nb,Cardiomegaly,3,R8,10,10,20,20\nb,Nodule/Mass,8,R9,9,9,x,9\n"
+        "b,Nodule/Mass,8,R10,9,9,1,1\nc,No finding,14,R1,,,,\n"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        items = vindr_boxes_datalist(vindr, skip_invalid=True)
+    assert [i["id"] for i in items] == ["a", "c"] and "skipped 2 bad row(s)" in caplog.text
+    assert [i["id"] for i in vindr_boxes_datalist(vindr, rad_ids=["R8"])] == ["a", "b"]  # the bad rows are R9's, R10's
 
 
 # -- the real files shipped in torchxrayvision's wheel ----------------------------------------------------------

@@ -19,19 +19,44 @@ MANDATORY_METADATA = [
 
 def test_shipped_bundle_layout_and_metadata():
     root = default_bundle_path()
-    for name in ("LICENSE", "configs/metadata.json", "configs/inference.json", "configs/logging.conf", "docs/README.md"):
+    for name in (
+        "LICENSE",
+        "configs/metadata.json",
+        "configs/inference.json",
+        "configs/logging.conf",
+        "docs/README.md",
+    ):
         assert (root / name).is_file(), name
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert all(key in meta for key in MANDATORY_METADATA)
-    for item in list(meta["network_data_format"]["inputs"].values()) + list(meta["network_data_format"]["outputs"].values()):
-        assert {"type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data", "channel_def"} <= set(item)
+    for item in list(meta["network_data_format"]["inputs"].values()) + list(
+        meta["network_data_format"]["outputs"].values()
+    ):
+        assert {
+            "type",
+            "format",
+            "modality",
+            "num_channels",
+            "spatial_shape",
+            "dtype",
+            "value_range",
+            "is_patch_data",
+            "channel_def",
+        } <= set(item)
     assert "random" in meta["description"].lower()  # the demo weights say plainly what they are
 
 
 def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
     root = default_bundle_path()
     parser = read_bundle_config(root)
-    for config_id in ("autoencoder_def", "diffusion_unet_def", "network_def", "anatomy_controller_def", "text_encoder", "noise_scheduler"):
+    for config_id in (
+        "autoencoder_def",
+        "diffusion_unet_def",
+        "network_def",
+        "anatomy_controller_def",
+        "text_encoder",
+        "noise_scheduler",
+    ):
         assert config_id in parser, config_id
     assert parser.get("network_def") == "@diffusion_unet_def"
     for component in ("unet", "autoencoder", "anatomy_controller"):

@@ -14,7 +14,9 @@ from conftest import save_mask
 
 
 def generate(tiny_bundle, out, *extra):
-    return main(["generate", "--bundle", str(tiny_bundle), "--num-inference-steps", "2", "--output-dir", str(out), *extra])
+    return main(
+        ["generate", "--bundle", str(tiny_bundle), "--num-inference-steps", "2", "--output-dir", str(out), *extra]
+    )
 
 
 @pytest.mark.parametrize("fmt", ["png", "nii.gz"])
@@ -68,7 +70,10 @@ def bad_inputs(tmp_path, mask_files):
         "fractional": (["--anatomy", str(fractional)], "anatomy: float mask with non-integer labels"),
         "labels": (["--anatomy", str(labels)], "anatomy: labels [9] are not in the bundle's label set"),
         "nan": (["--anatomy", str(nan)], "anatomy: contains NaN"),
-        "empty pathology": (["--anatomy", anatomy, "--pathology", str(empty), "--prompt", "Edema"], "pathology: mask is empty"),
+        "empty pathology": (
+            ["--anatomy", anatomy, "--pathology", str(empty), "--prompt", "Edema"],
+            "pathology: mask is empty",
+        ),
         "no weights": (["--anatomy", anatomy, "--bundle", str(tmp_path)], "bundle: missing file"),
         "bad count": (["--num-images", "0"], "num_images: must be a positive integer"),
         "bad format": (["--format", "jpg"], "argument --format: invalid choice"),

@@ -39,7 +39,9 @@ def test_batched_guidance_equals_two_separate_calls(unet):
     cond, uncond = torch.randn(2, 5, 12), torch.randn(2, 5, 12)
     c = unet(z, t.expand(2), context=cond)
     u = unet(z, t.expand(2), context=uncond)
-    torch.testing.assert_close(guided_prediction(unet, z, t, cond, uncond, 7.0), u + 7.0 * (c - u), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        guided_prediction(unet, z, t, cond, uncond, 7.0), u + 7.0 * (c - u), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_leading_timesteps_match_xreal_and_end_on_alpha_bar_0():

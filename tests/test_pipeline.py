@@ -22,7 +22,9 @@ def test_from_bundle_exposes_the_parts(tiny_pipeline):
 
 
 def test_output_is_a_batch_of_images_in_unit_range(tiny_pipeline, anatomy, pathology):
-    images = tiny_pipeline(anatomy=anatomy, pathology=pathology, prompt="Cardiomegaly", num_inference_steps=STEPS, seed=1)
+    images = tiny_pipeline(
+        anatomy=anatomy, pathology=pathology, prompt="Cardiomegaly", num_inference_steps=STEPS, seed=1
+    )
     assert images.shape == (1, 1, 32, 32) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1 and images.std() > 0
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -19,7 +18,9 @@ HELP = "generate CXRs that follow an anatomy mask, a pathology mask and a prompt
 
 def add_parser(commands) -> None:
     p = commands.add_parser("generate", help=HELP, description=HELP + ".")
-    p.add_argument("--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)")
+    p.add_argument(
+        "--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)"
+    )
     p.add_argument("--anatomy", type=Path, help="anatomy label map (PNG, NIfTI or DICOM)")
     p.add_argument("--pathology", type=Path, help="pathology mask, 1 where the finding goes (PNG, NIfTI or DICOM)")
     p.add_argument("--prompt", default="", help="finding or report text, e.g. 'Cardiomegaly' (default: empty)")
@@ -57,9 +58,10 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     batches = [range(i, min(i + args.batch_size, args.num_images)) for i in range(0, args.num_images, args.batch_size)]
     steps_per_batch = args.num_inference_steps * (2 if pathology is not None else 1)
-    with staged_output(args.output_dir) as staging, tqdm(
-        total=len(batches) * steps_per_batch, unit="step", desc="generating"
-    ) as bar:
+    with (
+        staged_output(args.output_dir) as staging,
+        tqdm(total=len(batches) * steps_per_batch, unit="step", desc="generating") as bar,
+    ):
         for batch in batches:
             n = len(batch)
             images = pipe(

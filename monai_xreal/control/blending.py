@@ -53,9 +53,7 @@ def pathology_keep_weights(pathology: torch.Tensor, latent_shape: tuple[int, ...
     return 1.0 - latent_region(pathology, latent_shape)
 
 
-def blend_known_region(
-    latents: torch.Tensor, known_noised: torch.Tensor, keep: torch.Tensor
-) -> torch.Tensor:
+def blend_known_region(latents: torch.Tensor, known_noised: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Replace the known region of the current latent with the known latent noised to the same timestep.
 
     ``keep * known_noised + (1 - keep) * latents``: exact copy of ``known_noised`` where ``keep == 1``,

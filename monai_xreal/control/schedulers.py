@@ -101,7 +101,10 @@ def scheduler_step(
         )
     if isinstance(scheduler, DDPMScheduler):
         return torch.cat(
-            [scheduler.step(model_output[i : i + 1], t, latents[i : i + 1], generator=g)[0] for i, g in enumerate(generators)]
+            [
+                scheduler.step(model_output[i : i + 1], t, latents[i : i + 1], generator=g)[0]
+                for i, g in enumerate(generators)
+            ]
         )
     if isinstance(scheduler, DDIMScheduler):
         return scheduler.step(model_output, t, latents, eta=0.0)[0]

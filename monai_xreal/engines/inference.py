@@ -46,9 +46,7 @@ class XRealInferer(Inferer):
         self.pipeline = pipeline
         self.sampling_kwargs = sampling_kwargs
 
-    def __call__(
-        self, inputs: torch.Tensor | None, network: torch.nn.Module, *args, ids=None, **kwargs
-    ) -> MetaTensor:
+    def __call__(self, inputs: torch.Tensor | None, network: torch.nn.Module, *args, ids=None, **kwargs) -> MetaTensor:
         """Generated images ``(B, 1, H, W)`` in [0, 1] as a batched ``MetaTensor`` named after the condition ids."""
         if network is not self.pipeline.unet:
             raise ValueError("XRealInferer: the evaluator's network must be the pipeline's UNet (network_def)")

@@ -3,3 +3,4 @@
 
 from monai_xreal.io.readers import load_mask
 from monai_xreal.io.writers import FORMATS, save_images, staged_output
+from monai_xreal.io.cxr import load_cxr

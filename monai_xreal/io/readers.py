@@ -30,5 +30,7 @@ def load_mask(path: str | Path, argument: str) -> torch.Tensor:
     try:
         image = LoadImage(image_only=True, ensure_channel_first=True)(str(path))
     except Exception as err:  # readers raise many kinds of errors; all mean the same to the user
-        raise XRealInputError(argument, f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        raise XRealInputError(
+            argument, f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
     return EnsureMask2D(argument)(image).as_tensor()

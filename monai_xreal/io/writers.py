@@ -20,21 +20,28 @@ __all__ = ["FORMATS", "save_images", "staged_output"]
 FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii"}
 
 
-def save_images(images: torch.Tensor, names: Sequence[str], folder: str | Path, fmt: str = "png") -> list[Path]:
-    """Write ``(B, 1, H, W)`` images in [0, 1] as ``folder/<name><ext>``; returns the paths written.
+def save_images(
+    images: torch.Tensor | np.ndarray, names: Sequence[str], folder: str | Path, fmt: str = "png", labels: bool = False
+) -> list[Path]:
+    """Write ``(B, 1, X, Y)`` images as ``folder/<name><ext>``; returns the paths written.
 
-    PNG is 8-bit through MONAI's ``SaveImage``; NIfTI keeps the float [0, 1] values with an identity affine.
-    Spatial axes stay in MONAI's reader order, so a mask read with ``LoadImage`` and an image written here line up.
+    Images (``labels=False``) are floats in [0, 1]: PNG stores them as 8-bit (x 255) through MONAI's ``SaveImage``,
+    NIfTI keeps the float values. Label maps and masks (``labels=True``) are stored as their uint8 values in both.
+    Spatial axes stay in MONAI's reader order with an identity affine, so a file written here and read back with
+    ``LoadImage`` gives the same array.
     """
     ext = FORMATS[fmt]
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for image, name in zip(images.detach().cpu().float(), names):
+    for image, name in zip(torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images), names):
+        image = image.detach().cpu()
+        image = image.to(torch.uint8) if labels else image.float()
         path = folder / f"{name}{ext}"
         if fmt == "png":
             SaveImage(
                 output_dir=str(folder), output_ext=ext, output_postfix="", separate_folder=False, resample=False,
-                scale=255, output_dtype=np.uint8, print_log=False,
+                scale=None if labels else 255, output_dtype=np.uint8, print_log=False,
             )(MetaTensor(image, meta={"filename_or_obj": name}))  # fmt: skip
         else:
             # nibabel directly: MONAI 1.6.1's NibabelWriter fails on 2D data with resample=False

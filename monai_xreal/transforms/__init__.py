@@ -12,3 +12,6 @@ from monai_xreal.transforms.masks import (
     ValidateLabelMapd,
 )
 from monai_xreal.transforms.rle import RLEToMask, RLEToMaskd
+from monai_xreal.transforms.prompts import NO_FINDING_PROMPT, UNCONDITIONAL_PROMPT, BuildPrompt, BuildPromptd
+from monai_xreal.transforms.anatomy import ANATOMY_RLE_LABELS, AnatomyRLEToLabelMap, AnatomyRLEToLabelMapd
+from monai_xreal.transforms.intensity import NormalizeCXRIntensity, NormalizeCXRIntensityd

@@ -67,9 +67,7 @@ class ValidateLabelMap(Transform):
             raise XRealInputError(self.argument, "float mask with non-integer labels; a label map holds whole numbers")
         unknown = sorted(set(values.unique().long().tolist()) - set(self.labels))
         if unknown:
-            raise XRealInputError(
-                self.argument, f"labels {unknown} are not in the bundle's label set {self.labels}"
-            )
+            raise XRealInputError(self.argument, f"labels {unknown} are not in the bundle's label set {self.labels}")
         return img
 
 

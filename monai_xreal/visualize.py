@@ -1,0 +1,86 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Figures made by the project's own code: mask overlays and image grids, written as PNG with Pillow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["ANATOMY_COLOURS", "overlay_masks", "image_grid", "condition_grid", "save_rgb"]
+
+# label -> RGB: right lung, left lung, heart, upper mediastinum
+ANATOMY_COLOURS = {1: (66, 135, 245), 2: (52, 199, 89), 3: (235, 64, 52), 4: (245, 197, 66)}
+_PATHOLOGY_COLOUR = (255, 0, 255)
+
+
+def _rows_by_columns(array) -> np.ndarray:
+    """A ``(1, X, Y)`` or ``(X, Y)`` array in MONAI order as an image-shaped ``(Y, X)`` numpy array."""
+    array = np.asarray(array)
+    return (array[0] if array.ndim == 3 else array).T
+
+
+def overlay_masks(image, anatomy=None, pathology=None, alpha: float = 0.35) -> np.ndarray:
+    """An RGB view of a CXR with its anatomy labels tinted and the pathology mask outlined.
+
+    Args:
+        image: ``(1, X, Y)`` or ``(X, Y)`` in [0, 1], MONAI order.
+        anatomy: label map of the same shape (colours from :data:`ANATOMY_COLOURS`), or None.
+        pathology: binary mask of the same shape, drawn as a magenta outline, or None.
+        alpha: tint strength.
+
+    Returns:
+        ``(Y, X, 3)`` uint8, ready for :func:`save_rgb`.
+    """
+    grey = np.clip(_rows_by_columns(image).astype(np.float32), 0.0, 1.0)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    if anatomy is not None:
+        labels = _rows_by_columns(anatomy).astype(np.int64)
+        for label, colour in ANATOMY_COLOURS.items():
+            where = labels == label
+            rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, np.float32) / 255
+    if pathology is not None:
+        mask = _rows_by_columns(pathology) > 0
+        inner = mask.copy()
+        inner[1:, :] &= mask[:-1, :]
+        inner[:-1, :] &= mask[1:, :]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        rgb[mask & ~inner] = np.asarray(_PATHOLOGY_COLOUR, np.float32) / 255
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def image_grid(tiles: Sequence[np.ndarray], columns: int, padding: int = 2, background: int = 255) -> np.ndarray:
+    """Tiles ``(H, W)`` or ``(H, W, 3)`` uint8 of one size laid out row by row; returns ``(H', W', 3)`` uint8."""
+    if not tiles:
+        raise ValueError("no tiles to lay out")
+    tiles = [np.repeat(t[..., None], 3, -1) if t.ndim == 2 else t for t in tiles]
+    height, width = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    grid = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, 3), background, np.uint8
+    )
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (height + padding), padding + c * (width + padding)
+        grid[y : y + height, x : x + width] = tile
+    return grid
+
+
+def condition_grid(samples: Sequence[tuple], columns: int = 4) -> np.ndarray:
+    """Each ``(image, anatomy, pathology)`` as two tiles, the image and its overlay, laid out ``columns`` pairs wide."""
+    tiles = []
+    for image, anatomy, pathology in samples:
+        tiles.append(overlay_masks(image))
+        tiles.append(overlay_masks(image, anatomy, pathology))
+    return image_grid(tiles, 2 * columns)
+
+
+def save_rgb(array: np.ndarray, path: str | Path) -> Path:
+    """Write a ``(H, W, 3)`` or ``(H, W)`` uint8 array as an image file (format from the suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
