@@ -44,6 +44,20 @@ def test_shipped_bundle_layout_and_metadata():
             "channel_def",
         } <= set(item)
     assert "random" in meta["description"].lower()  # the demo weights say plainly what they are
+    assert meta["version"] in meta["changelog"] and (root / "models" / "model.pt").is_file()
+
+
+def test_shipped_bundle_inference_workflow_has_every_required_property():
+    from monai.bundle import create_workflow
+
+    root = default_bundle_path()
+    workflow = create_workflow(
+        config_file=str(root / "configs" / "inference.json"),
+        workflow_type="inference",
+        bundle_root=str(root),
+        meta_file=str(root / "configs" / "metadata.json"),
+    )
+    assert not workflow.check_properties()  # MONAI's model-zoo check: nothing missing
 
 
 def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
