@@ -2,3 +2,4 @@
 """What the bundles' ignite engines need beyond MONAI."""
 
 from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
+from monai_xreal.engines.checkpoints import latest_checkpoint
