@@ -11,15 +11,13 @@ lung, which lies on the image's left in these (PA/AP, standard display) images.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import logging
 import os
 from pathlib import Path
 
 from monai_xreal.data.images import find_image
 from monai_xreal.data.skips import RowSkips
-from monai_xreal.data.tables import read_rows, row_float
+from monai_xreal.data.tables import read_header, read_rows, row_float
 from monai_xreal.errors import XRealInputError
 from monai_xreal.transforms.rle import RLEToMask
 
@@ -35,18 +33,12 @@ DICE_COLUMN = "Dice RCA (Mean)"
 IMAGE_EXTENSIONS = ("", ".jpg", ".png", ".dcm", ".dicom")
 
 
-def _header(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # type: ignore[operator]
-        return [cell.strip() for cell in next(csv.reader(handle), [])]
-
-
 def _id_column(path: Path, id_column: str | None) -> str:
     if id_column is not None:
         return id_column
     if not path.is_file():
         raise XRealInputError(str(path), "no such file")
-    header = _header(path)
+    header = read_header(path)
     found = [column for column in CHEXMASK_ID_COLUMNS if column in header]
     if len(found) != 1:
         what = "no" if not found else f"several ({found})"

@@ -10,7 +10,18 @@ from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["read_rows", "row_float"]
+__all__ = ["read_header", "read_rows", "row_float"]
+
+
+def _open(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    return opener(path, "rt", newline="", encoding="utf-8-sig")  # type: ignore[operator]
+
+
+def read_header(path: str | Path) -> list[str]:
+    """The column names of a ``.csv`` or ``.csv.gz`` table, stripped of surrounding spaces."""
+    with _open(Path(path)) as handle:
+        return [cell.strip() for cell in next(csv.reader(handle), [])]
 
 
 def read_rows(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, list[str], dict[str, str]]]:
@@ -24,8 +35,7 @@ def read_rows(path: str | Path, required: Sequence[str]) -> Iterator[tuple[int, 
     path = Path(path)
     if not path.is_file():
         raise XRealInputError(str(path), "no such file")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:  # type: ignore[operator]
+    with _open(path) as handle:
         reader = csv.reader(handle)
         header = [cell.strip() for cell in next(reader, [])]
         missing = [column for column in required if column not in header]

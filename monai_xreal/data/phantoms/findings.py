@@ -97,7 +97,7 @@ def _position(anatomy: Anatomy, finding: str, prior: BoxPrior, rng: np.random.Ge
     """A real box for ``finding`` whose centre lies in a lung (``(row, col, box_w, box_h)`` in pixels)."""
     size = anatomy.heart.shape[0]
     lungs = anatomy.right_lung | anatomy.left_lung
-    for _ in range(tries if prior.sample(finding, rng) is not None else 0):
+    for _ in range(tries if len(prior.boxes.get(finding, ())) else 0):
         cx, cy, w, h = prior.sample(finding, rng) * size
         if lungs[int(np.clip(cy, 0, size - 1)), int(np.clip(cx, 0, size - 1))]:
             return cy, cx, w, h
