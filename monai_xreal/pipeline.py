@@ -17,9 +17,11 @@ from tqdm.auto import tqdm
 
 from monai_xreal.bundle import default_bundle_path, load_bundle_weights, read_bundle_config
 from monai_xreal.control import (
+    ControlledUNet,
     KnownRegion,
     StepCallback,
     anatomy_keep_weights,
+    controlnet_condition,
     denoise,
     make_scheduler,
     pathology_keep_weights,
@@ -52,6 +54,8 @@ class XRealPipeline:
         text_encoder: prompts ``list[str]`` to embeddings ``(B, L, cross_attention_dim)``.
         scheduler: the MONAI scheduler the UNet was trained with (its betas are reused by other samplers).
         anatomy_controller: the mask-to-image ``AutoencoderKL``; ``None`` disables anatomy control.
+        controlnet: a MONAI ``ControlNet`` trained over ``unet`` on :func:`monai_xreal.control.controlnet_condition`
+            (the baseline XReal compares against); ``None`` if the bundle has none.
         scale_factor: latent scale factor of the autoencoder.
         anatomy_labels: label value to name, e.g. ``{0: "background", 1: "right lung", ...}`` (bundle metadata).
         spatial_shape: the model's image grid ``(H, W)``; masks of other sizes are resized to it.
@@ -66,6 +70,7 @@ class XRealPipeline:
         text_encoder: nn.Module,
         scheduler: Scheduler,
         anatomy_controller: nn.Module | None = None,
+        controlnet: nn.Module | None = None,
         scale_factor: float = 1.0,
         anatomy_labels: Mapping[int | str, str] | None = None,
         spatial_shape: Sequence[int] = (256, 256),
@@ -78,7 +83,7 @@ class XRealPipeline:
         self.anatomy_controller = (
             None if anatomy_controller is None else anatomy_controller.eval().requires_grad_(False)
         )
-        self.controlnet = None
+        self.controlnet = None if controlnet is None else controlnet.eval().requires_grad_(False)
         self.scheduler = scheduler
         self.scale_factor = float(scale_factor)
         labels = anatomy_labels or {0: "background", 1: "right lung", 2: "left lung", 3: "heart", 4: "mediastinum"}
@@ -169,6 +174,8 @@ class XRealPipeline:
         seed: int | Sequence[int] | None = None,
         callback: StepCallback | None = None,
         progress: bool = False,
+        control: str = "xreal",
+        controlnet_scale: float = 1.0,
     ) -> torch.Tensor:
         """Generate CXRs that follow an anatomy label map, a pathology region and a prompt.
 
@@ -189,13 +196,17 @@ class XRealPipeline:
             seed: an int (sample ``i`` uses ``seed + i``), one int per sample, or ``None`` for fresh seeds.
             callback: ``callback(stage, step_index, timestep, latents)`` after each blending.
             progress: show a progress bar over the steps.
+            control: ``"xreal"`` (the two controllers) or ``"controlnet"`` (one guided pass through the bundle's
+                ControlNet on the anatomy and pathology masks: the baseline XReal compares against).
+            controlnet_scale: weight of the ControlNet's residuals (``"controlnet"`` only).
 
         Returns:
             ``(B, 1, H, W)`` float images in [0, 1] at the model's ``spatial_shape``.
         """
-        anatomy, pathology, prompts = self.prepare_conditions(anatomy, pathology, prompt)
+        anatomy, pathology, prompts = self.prepare_conditions(anatomy, pathology, prompt, control)
         batch = len(prompts)
         _check_knobs(num_inference_steps, guidance_scale, anatomy_soft_value, anatomy_step_fraction, eta)
+        self._check_control(control, anatomy)
         generators = self._generators(seed, batch)
         sampler = self._sampler(scheduler)
         latent_shape = self._latent_shape()
@@ -203,12 +214,20 @@ class XRealPipeline:
         empty = self.encode_prompts([""] * batch)
         context = self.encode_prompts(prompts)
         uncond = empty if guidance_scale != 1.0 and any(prompts) else None  # None: no guidance, one UNet pass
-        bar = tqdm(total=num_inference_steps * (1 + (pathology is not None)), disable=not progress, unit="step")
+        stages = 2 if control == "xreal" and pathology is not None else 1
+        bar = tqdm(total=num_inference_steps * stages, disable=not progress, unit="step")
         sample_stage = functools.partial(
             self._sample_stage, sampler=sampler, generators=generators, num_inference_steps=num_inference_steps,
             timestep_spacing=timestep_spacing, guidance_scale=guidance_scale, eta=eta,
             callback=_with_progress(callback, bar),
         )  # fmt: skip
+
+        if control == "controlnet":  # the baseline: masks steer every step through the ControlNet's residuals
+            condition = self._controlnet_condition(anatomy, pathology, batch)
+            unet = ControlledUNet(self.unet, self.controlnet, condition, controlnet_scale)
+            images = sample_stage("controlnet", None, context=context, uncond_context=uncond, unet=unet)
+            bar.close()
+            return images
 
         # Stage 1, anatomy: hold the controller's latent in the organs for the first part of the schedule
         known = None
@@ -232,22 +251,27 @@ class XRealPipeline:
     def _sample_stage(
         self, stage: str, known: KnownRegion | None, *, context: torch.Tensor, uncond_context: torch.Tensor | None,
         sampler: Scheduler, generators: Sequence[torch.Generator], num_inference_steps: int, timestep_spacing: str,
-        guidance_scale: float, eta: float, callback: StepCallback,
+        guidance_scale: float, eta: float, callback: StepCallback, unet: nn.Module | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """One reverse pass from fresh noise, decoded: ``(B, 1, H, W)`` images in [0, 1]."""
         timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
         shape = (self.unet.in_channels, *self._latent_shape())
         latents = per_sample_randn(shape, generators, self.device, context.dtype)
         latents = denoise(
-            self.unet, sampler, timesteps, latents, generators, context, uncond_context, guidance_scale, eta,
-            known, stage, callback,
+            unet if unet is not None else self.unet, sampler, timesteps, latents, generators, context, uncond_context,
+            guidance_scale, eta, known, stage, callback,
         )  # fmt: skip
         return self.decode(latents)
 
     # -- input handling --------------------------------------------------------------------------------------
 
-    def prepare_conditions(self, anatomy, pathology, prompt) -> tuple[Mask | None, Mask | None, list[str]]:
+    def prepare_conditions(
+        self, anatomy, pathology, prompt, control: str = "xreal"
+    ) -> tuple[Mask | None, Mask | None, list[str]]:
         """Validate the conditions and bring them to the model grid.
+
+        In ``"xreal"`` control a sample with a prompt needs a non-empty pathology mask (its pathology stage would
+        otherwise paint nowhere); the ControlNet reads an empty mask as "no finding here" and allows it.
 
         Returns:
             ``(anatomy, pathology, prompts)``: float ``(B, 1, H, W)`` tensors at ``spatial_shape`` (or ``None``)
@@ -258,16 +282,14 @@ class XRealPipeline:
         """
         reference_shape = self.spatial_shape
         if anatomy is not None:
-            anatomy = _as_mask_batch(anatomy, "anatomy")
+            anatomy = _as_mask_batch(anatomy, "anatomy").to(self.device)
             ValidateLabelMap(sorted(self.anatomy_labels), "anatomy")(anatomy)
-            if self.anatomy_controller is None:
-                raise XRealInputError("anatomy", "this bundle has no anatomy controller")
             reference_shape = tuple(anatomy.shape[2:])
             anatomy = F.interpolate(anatomy.float(), size=self.spatial_shape, mode="nearest-exact")
         if isinstance(pathology, (list, tuple)):
             pathology = torch.stack([BoxesToMask(reference_shape)(boxes) for boxes in pathology])
         if pathology is not None:
-            pathology = _as_mask_batch(pathology, "pathology")
+            pathology = _as_mask_batch(pathology, "pathology").to(self.device)
             if not torch.isfinite(pathology).all():
                 raise XRealInputError("pathology", "contains NaN or infinite values")
             pathology = F.interpolate((pathology > 0).float(), size=self.spatial_shape, mode="nearest-exact")
@@ -281,13 +303,27 @@ class XRealPipeline:
             raise XRealInputError(
                 "prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes)}"
             )
-        if pathology is not None:
+        if pathology is not None and control == "xreal":
             empty_with_prompt = [i for i, p in enumerate(prompts) if p.strip() and not pathology[i].any()]
             if empty_with_prompt:
                 raise XRealInputError(
                     "pathology", f"mask is empty for sample(s) {empty_with_prompt} that have a pathology prompt"
                 )
         return anatomy, pathology, prompts
+
+    def _check_control(self, control: str, anatomy: Mask | None) -> None:
+        if control not in ("xreal", "controlnet"):
+            raise XRealInputError("control", f"{control!r} is not 'xreal' or 'controlnet'")
+        if control == "controlnet" and self.controlnet is None:
+            raise XRealInputError("control", "this bundle has no ControlNet (controlnet_def and its weights)")
+        if control == "xreal" and anatomy is not None and self.anatomy_controller is None:
+            raise XRealInputError("anatomy", "this bundle has no anatomy controller")
+
+    def _controlnet_condition(self, anatomy: Mask | None, pathology: Mask | None, batch: int) -> torch.Tensor:
+        if anatomy is None and pathology is None:  # no masks: the ControlNet sees an empty condition
+            anatomy = torch.zeros((batch, 1, *self.spatial_shape), device=self.device)
+        condition = controlnet_condition(anatomy, pathology, max(self.anatomy_labels))
+        return condition.to(self.device)
 
     def _generators(self, seed: int | Sequence[int] | None, batch: int) -> list[torch.Generator]:
         if seed is None:

@@ -26,9 +26,9 @@ def make_tiny_bundle(root: Path) -> Path:
     config = json.loads(config_path.read_text())
     for key in ("autoencoder_def", "anatomy_controller_def"):
         config[key].update(channels=[8, 8], attention_levels=[False, False], norm_num_groups=8)
-    config["diffusion_unet_def"].update(
-        channels=[16, 32], attention_levels=[False, True], num_head_channels=[0, 16], norm_num_groups=8
-    )
+    tiny_unet = dict(channels=[16, 32], attention_levels=[False, True], num_head_channels=[0, 16], norm_num_groups=8)
+    config["diffusion_unet_def"].update(tiny_unet)
+    config["controlnet_def"].update(tiny_unet, conditioning_embedding_num_channels=[8, 8])
     config_path.write_text(json.dumps(config, indent=2))
     meta = json.loads(meta_path.read_text())
     for key in ("anatomy", "pathology"):

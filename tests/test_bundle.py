@@ -43,7 +43,7 @@ def test_shipped_bundle_layout_and_metadata():
             "is_patch_data",
             "channel_def",
         } <= set(item)
-    assert "random" in meta["description"].lower()  # the demo weights say plainly what they are
+    assert "phantom" in meta["description"].lower()  # the demo weights say plainly what they know
     assert meta["version"] in meta["changelog"] and (root / "models" / "model.pt").is_file()
 
 
@@ -68,12 +68,13 @@ def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
         "diffusion_unet_def",
         "network_def",
         "anatomy_controller_def",
+        "controlnet_def",
         "text_encoder",
         "noise_scheduler",
     ):
         assert config_id in parser, config_id
     assert parser.get("network_def") == "@diffusion_unet_def"
-    for component in ("unet", "autoencoder", "anatomy_controller"):
+    for component in ("unet", "autoencoder", "anatomy_controller", "controlnet"):
         stem = WEIGHT_STEMS[component]
         state = torch.load(root / "models" / f"{stem}.pt", weights_only=True)
         assert isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())
@@ -96,7 +97,7 @@ def test_shipped_bundle_generates_at_its_resolution():
     load = LoadImage(image_only=True, ensure_channel_first=True)
     images = pipe(anatomy=load(root / "anatomy.png"), pathology=load(root / "pathology.png"), prompt="Effusion",
                   num_inference_steps=2, seed=0)  # fmt: skip
-    assert images.shape == (1, 1, 256, 256) and 0 <= images.min() and images.max() <= 1
+    assert images.shape == (1, 1, 128, 128) and 0 <= images.min() and images.max() <= 1
 
 
 def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, mask_files, tmp_path):

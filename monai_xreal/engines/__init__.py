@@ -3,3 +3,14 @@
 
 from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
 from monai_xreal.engines.checkpoints import latest_checkpoint
+from monai_xreal.engines.autoencoder import AutoencoderKLTrainer, AutoencoderPrepareBatch, kl_divergence
+from monai_xreal.engines.diffusion import (
+    ControlNetPrepareBatch,
+    ControlNetTrainingInferer,
+    LatentDiffusionPrepareBatch,
+    PromptEmbeddings,
+    controlnet_from_unet,
+    latent_scale_factor,
+)
+from monai_xreal.engines.distributed import handlers_for_rank
+from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items

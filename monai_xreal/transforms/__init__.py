@@ -15,3 +15,4 @@ from monai_xreal.transforms.rle import RLEToMask, RLEToMaskd
 from monai_xreal.transforms.prompts import NO_FINDING_PROMPT, UNCONDITIONAL_PROMPT, BuildPrompt, BuildPromptd
 from monai_xreal.transforms.anatomy import ANATOMY_RLE_LABELS, AnatomyRLEToLabelMap, AnatomyRLEToLabelMapd
 from monai_xreal.transforms.intensity import NormalizeCXRIntensity, NormalizeCXRIntensityd
+from monai_xreal.transforms.latents import EncodeLatentd

@@ -1,0 +1,180 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Latent diffusion and ControlNet training on MONAI's ``SupervisedTrainer``: batches, scale factor, inferer."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from monai.engines.utils import DiffusionPrepareBatch
+from monai.inferers import ControlNetDiffusionInferer, Inferer
+from monai.networks.schedulers import Scheduler
+from monai.networks.utils import copy_model_state
+from torch import nn
+
+from monai_xreal.control.controlnet import controlnet_condition
+
+__all__ = [
+    "latent_scale_factor",
+    "PromptEmbeddings",
+    "LatentDiffusionPrepareBatch",
+    "ControlNetPrepareBatch",
+    "ControlNetTrainingInferer",
+    "controlnet_from_unet",
+]
+
+
+def latent_scale_factor(
+    dataset: Sequence[dict],
+    mu_key: str = "latent_mu",
+    sigma_key: str = "latent_sigma",
+    output_file: str | Path | None = None,
+) -> float:
+    """``1 / std`` of the autoencoder's latent over a dataset, so scaled latents have unit variance (the LDM rule).
+
+    The latent is ``mu + sigma * eps``; its variance is ``Var(mu) + E[sigma^2]``, computed exactly from the
+    encoded means and standard deviations (no sampling, so a resumed run gets the same value).
+
+    Args:
+        dataset: items with ``(C, h, w)`` ``mu_key`` and ``sigma_key`` (from ``monai_xreal.transforms.EncodeLatentd``).
+        output_file: where to record ``{"scale_factor": ...}`` as JSON for the inference config (rank 0 only under
+            DDP), or ``None``.
+    """
+    count, total, total_sq, sigma_sq = 0, 0.0, 0.0, 0.0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        mu, sigma = torch.as_tensor(item[mu_key]).double(), torch.as_tensor(item[sigma_key]).double()
+        count += mu.numel()
+        total += mu.sum().item()
+        total_sq += mu.pow(2).sum().item()
+        sigma_sq += sigma.pow(2).sum().item()
+    if count == 0:
+        raise ValueError("latent_scale_factor: the dataset is empty")
+    mean = total / count
+    variance = total_sq / count - mean**2 + sigma_sq / count
+    scale = float(1.0 / variance**0.5)
+    if output_file is not None and not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        path = Path(output_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"scale_factor": scale, "latent_mean": mean, "num_values": count}, indent=2))
+    return scale
+
+
+class PromptEmbeddings:
+    """A frozen text encoder behind a cache: ``(B, L, D)`` embeddings of ``B`` prompts.
+
+    Training sets have few distinct prompts (label names joined), so each is encoded once.
+    """
+
+    def __init__(self, text_encoder: nn.Module, cache_size: int = 4096) -> None:
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], device: torch.device | str | None = None) -> torch.Tensor:
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        if missing:
+            for prompt, embedding in zip(missing, self.text_encoder(missing)):
+                self._cache[prompt] = embedding.detach().cpu()
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return torch.stack([self._cache[p] for p in prompts]).to(device)
+
+
+class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
+    """``prepare_batch`` for the latent UNet on pre-encoded latents with MONAI's ``DiffusionInferer``.
+
+    From a batch with the latent mean and standard deviation (cached by ``EncodeLatentd``) and the prompts
+    (``BuildPromptd``, whose ``drop_prob`` empties prompts for classifier-free guidance), returns
+    ``(z, noise, (), {"noise", "timesteps", "condition"})`` with ``z = (mu + sigma * eps) * scale_factor``.
+
+    Args:
+        num_train_timesteps: the scheduler's training steps (timesteps drawn uniformly below it).
+        text_encoder: prompts to ``(B, L, D)`` embeddings (frozen).
+        scale_factor: the latent scale factor (:func:`latent_scale_factor`).
+        mu_key, sigma_key: the latent keys.
+        prompt_key: the prompt key (a list of ``B`` strings after collation).
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        text_encoder: nn.Module,
+        scale_factor: float,
+        mu_key: str = "latent_mu",
+        sigma_key: str = "latent_sigma",
+        prompt_key: str = "prompt",
+    ) -> None:
+        super().__init__(num_train_timesteps)
+        self.embeddings = PromptEmbeddings(text_encoder)
+        self.scale_factor = float(scale_factor)
+        self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
+
+    def latents(self, batchdata: dict, device, non_blocking: bool = False) -> torch.Tensor:
+        """A scaled latent sample ``(B, C, h, w)``."""
+        mu = torch.as_tensor(batchdata[self.mu_key]).to(device, non_blocking=non_blocking).float()
+        sigma = torch.as_tensor(batchdata[self.sigma_key]).to(device, non_blocking=non_blocking).float()
+        return (mu + sigma * torch.randn_like(mu)) * self.scale_factor
+
+    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
+        latents = self.latents(batchdata, device, non_blocking)
+        noise = self.get_noise(latents)
+        timesteps = self.get_timesteps(latents)
+        condition = self.embeddings(list(batchdata[self.prompt_key]), latents.device)
+        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "condition": condition}
+
+
+class ControlNetPrepareBatch(LatentDiffusionPrepareBatch):
+    """As :class:`LatentDiffusionPrepareBatch`, plus the ControlNet's condition ``cn_cond``.
+
+    ``cn_cond`` is :func:`monai_xreal.control.controlnet_condition` of the batch's anatomy label map and
+    pathology mask: ``(B, max_label + 1, H, W)`` at image resolution.
+
+    Args:
+        max_label: the largest anatomy label.
+        anatomy_key, pathology_key: the ``(B, 1, H, W)`` label map and binary mask keys.
+        kwargs: as :class:`LatentDiffusionPrepareBatch`.
+    """
+
+    def __init__(self, *args, max_label: int = 4, anatomy_key: str = "anatomy", pathology_key: str = "pathology",
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.max_label = max_label
+        self.anatomy_key, self.pathology_key = anatomy_key, pathology_key
+
+    def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
+        latents, noise, args, infer_kwargs = super().__call__(batchdata, device, non_blocking)
+        anatomy = torch.as_tensor(batchdata[self.anatomy_key]).to(device, non_blocking=non_blocking)
+        pathology = torch.as_tensor(batchdata[self.pathology_key]).to(device, non_blocking=non_blocking)
+        infer_kwargs["cn_cond"] = controlnet_condition(anatomy, pathology, self.max_label)
+        return latents, noise, args, infer_kwargs
+
+
+class ControlNetTrainingInferer(Inferer):
+    """MONAI's ``ControlNetDiffusionInferer`` holding the frozen UNet, so that the trainer's network is the ControlNet.
+
+    ``SupervisedTrainer`` calls ``inferer(inputs, network, noise=..., timesteps=..., condition=..., cn_cond=...)``
+    with ``network`` the ControlNet being trained; the result is the UNet's noise prediction ``(B, C, h, w)``.
+    """
+
+    def __init__(self, unet: nn.Module, scheduler: Scheduler) -> None:
+        super().__init__()
+        self.unet = unet.eval().requires_grad_(False)
+        self.inferer = ControlNetDiffusionInferer(scheduler)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:
+        return self.inferer(inputs, self.unet, network, *args, **kwargs)
+
+
+def controlnet_from_unet(controlnet: nn.Module, unet: nn.Module) -> nn.Module:
+    """Initialise a ControlNet's shared blocks from the trained UNet (the ControlNet recipe); returns ``controlnet``.
+
+    Its zero-initialised output convolutions stay zero, so training starts from the unchanged UNet.
+    """
+    copy_model_state(controlnet, unet.state_dict())
+    return controlnet

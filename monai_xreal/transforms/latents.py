@@ -1,0 +1,52 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Encoding images with the frozen autoencoder once, so latent training caches latents instead of images."""
+
+from __future__ import annotations
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from torch import nn
+
+__all__ = ["EncodeLatentd"]
+
+
+class EncodeLatentd(MapTransform):
+    """Add the frozen ``AutoencoderKL``'s posterior of an image, its mean and standard deviation, to the data.
+
+    Deterministic, so a ``CacheDataset`` computes it once; the training batch then draws ``mu + sigma * eps``
+    every iteration (see :class:`monai_xreal.engines.LatentDiffusionPrepareBatch`).
+
+    Args:
+        keys: the ``(1, H, W)`` image in [0, 1] (one key).
+        autoencoder: the trained ``AutoencoderKL`` (frozen here).
+        mu_key, sigma_key: where the ``(C, h, w)`` mean and standard deviation go (on the CPU).
+        device: where the encoder runs (``None``: where it is).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        autoencoder: nn.Module,
+        mu_key: str = "latent_mu",
+        sigma_key: str = "latent_sigma",
+        device: torch.device | str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"EncodeLatentd encodes one image key, got {self.keys}")
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.mu_key, self.sigma_key = mu_key, sigma_key
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            device = self.device if self.device is not None else next(self.autoencoder.parameters()).device
+            image = torch.as_tensor(d[key]).float()[None].to(device)
+            channels = self.autoencoder.encoder.in_channels
+            z_mu, z_sigma = self.autoencoder.encode(image if channels == 1 else image.expand(-1, channels, -1, -1))
+            d[self.mu_key], d[self.sigma_key] = z_mu[0].cpu(), z_sigma[0].cpu()
+        return d

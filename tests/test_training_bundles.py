@@ -1,0 +1,241 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Every training config of the generator bundle, run through MONAI's bundle workflow on a handful of phantoms."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser, create_workflow
+
+from monai_xreal.data.phantoms.dataset import write_phantom_set
+from monai_xreal.engines.checkpoints import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1] / "bundles" / "cxr_xreal"
+CONFIGS = ROOT / "configs"
+META = str(CONFIGS / "metadata.json")
+TRAIN_CONFIGS = [
+    "train_autoencoder.json",
+    "train_anatomy_controller.json",
+    "train_diffusion.json",
+    "train_controlnet.json",
+]
+SIZE = 32  # phantoms are drawn at 64 and resized by the configs' own transforms
+
+# tiny networks (16x16 latents) so that every stage trains in seconds
+TINY_AUTOENCODER = {"channels": [8, 8], "attention_levels": [False, False], "norm_num_groups": 8}
+TINY_UNET = {
+    "channels": [16, 32],
+    "attention_levels": [False, True],
+    "num_head_channels": [0, 16],
+    "norm_num_groups": 8,
+}
+TINY = {
+    "train_autoencoder.json": {"autoencoder_def": TINY_AUTOENCODER},
+    "train_anatomy_controller.json": {"anatomy_controller_def": TINY_AUTOENCODER},
+    "train_diffusion.json": {"autoencoder_def": TINY_AUTOENCODER, "diffusion_unet_def": TINY_UNET},
+    "train_controlnet.json": {
+        "autoencoder_def": TINY_AUTOENCODER,
+        "diffusion_unet_def": TINY_UNET,
+        "controlnet_def": {**TINY_UNET, "conditioning_embedding_num_channels": [8, 8]},
+    },
+}
+
+
+def _overrides(config: str, **extra) -> dict:
+    pairs = {f"{net}#{key}": value for net, keys in TINY[config].items() for key, value in keys.items()}
+    return {"spatial_size": [SIZE, SIZE], "batch_size": 4, "num_workers": 0, **pairs, **extra}
+
+
+def run_training(config: str, data: Path, out: Path, epochs: int, **extra) -> dict:
+    """Train through the bundle workflow; returns the losses per epoch, the trainer and the first weights."""
+    workflow = create_workflow(
+        config_file=str(CONFIGS / config), meta_file=META, workflow_type="train", bundle_root=str(ROOT),
+        dataset_dir=str(data), output_dir=str(out), epochs=epochs, **_overrides(config, **extra),
+    )  # fmt: skip
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    seen: dict = {"losses": {}, "trainer": trainer}
+
+    def record_start(engine):
+        seen["start_epoch"] = engine.state.epoch
+        seen["start_state"] = {k: v.clone() for k, v in engine.network.state_dict().items()}
+
+    def record_loss(engine):
+        output = engine.state.output
+        loss = output[0]["loss"] if isinstance(output, list) else output["loss"]
+        seen["losses"].setdefault(engine.state.epoch, []).append(float(loss))
+
+    trainer.add_event_handler(Events.STARTED, record_start)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record_loss)
+    workflow.run()
+    workflow.finalize()
+    seen["parser"] = workflow.parser
+    return seen
+
+
+def epoch_means(seen: dict) -> list[float]:
+    return [float(np.mean(v)) for _, v in sorted(seen["losses"].items())]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("phantoms")
+    write_phantom_set(folder, num=20, size=64, seed=7, validation_fraction=0.2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_autoencoder(phantoms, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("autoencoder")
+    run_training("train_autoencoder.json", phantoms, out, epochs=2, learning_rate=0.002)
+    return out / "model_autoencoder.pt"
+
+
+@pytest.fixture(scope="module")
+def trained_unet(phantoms, trained_autoencoder, tmp_path_factory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("diffusion")
+    run_training(
+        "train_diffusion.json", phantoms, out, epochs=2, autoencoder_weights=str(trained_autoencoder), preview_steps=2
+    )
+    return out / "model.pt", json.loads((out / "scale_factor.json").read_text())["scale_factor"]
+
+
+def test_train_configs_define_the_networks_of_the_inference_config():
+    inference = ConfigParser.load_config_file(CONFIGS / "inference.json")
+    for config in TRAIN_CONFIGS:
+        train = ConfigParser.load_config_file(CONFIGS / config)
+        shared = [key for key in ("autoencoder_def", "anatomy_controller_def", "diffusion_unet_def", "controlnet_def",
+                                  "text_encoder", "noise_scheduler") if key in train]  # fmt: skip
+        assert shared, config
+        for key in shared:
+            assert train[key] == inference[key], (config, key)
+
+
+@pytest.mark.parametrize("config", TRAIN_CONFIGS)
+def test_train_workflow_has_every_required_property(config, phantoms, tmp_path):
+    workflow = create_workflow(
+        config_file=str(CONFIGS / config), meta_file=META, workflow_type="train", bundle_root=str(ROOT),
+        dataset_dir=str(phantoms), output_dir=str(tmp_path),
+    )  # fmt: skip
+    assert not workflow.check_properties()
+
+
+def test_autoencoder_loss_falls_logs_checkpoints_and_resumes(phantoms, tmp_path):
+    out = tmp_path / "out"
+    first = run_training(
+        "train_autoencoder.json", phantoms, out, epochs=3, learning_rate=0.002, adversarial_warmup_iterations=4
+    )
+    means = epoch_means(first)
+    assert means[-1] < 0.9 * means[0], means
+    trainer = first["trainer"]
+    assert trainer.state.iteration == 3 * 4  # 16 training phantoms, batch 4
+    assert float(trainer.state.output["discriminator_loss"]) > 0  # the adversarial term is on after the warm-up
+    assert (out / "model_autoencoder.pt").is_file()
+    assert sorted(p.name for p in (out / "validation").iterdir()) == [
+        f"reconstruction_epoch000{e}.png" for e in (1, 2, 3)
+    ]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    checkpoint = latest_checkpoint(out)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert set(saved) == {"model", "discriminator", "optimizer", "d_optimizer", "trainer"}
+
+    second = run_training(
+        "train_autoencoder.json", phantoms, out, epochs=4, learning_rate=0.002, adversarial_warmup_iterations=4
+    )
+    assert second["start_epoch"] == 3 and sorted(second["losses"]) == [4]
+    for key, value in saved["model"].items():
+        torch.testing.assert_close(second["start_state"][key], value)
+
+
+def test_anatomy_controller_learns_images_from_masks(phantoms, tmp_path):
+    seen = run_training("train_anatomy_controller.json", phantoms, tmp_path, epochs=3, learning_rate=0.002)
+    means = epoch_means(seen)
+    assert means[-1] < 0.9 * means[0], means
+    assert (tmp_path / "model_anatomy_controller.pt").is_file()
+    assert (tmp_path / "validation" / "mask_to_image_epoch0003.png").is_file()
+    # the controller's input is the label map scaled by the largest label: what the pipeline feeds it
+    batch = seen["parser"].get_parsed_content("validate#preview").batch
+    inputs, targets = seen["parser"].get_parsed_content("validate#preview").prepare_batch(batch)
+    torch.testing.assert_close(inputs, batch["anatomy"].float() / 4)
+    torch.testing.assert_close(targets, batch["image"].float())
+
+
+def test_diffusion_training_scale_factor_ema_and_condition_dropout(phantoms, trained_autoencoder, tmp_path):
+    seen = run_training(
+        "train_diffusion.json", phantoms, tmp_path, epochs=4, autoencoder_weights=str(trained_autoencoder),
+        preview_steps=2, learning_rate=0.002, condition_dropout=0.5,
+    )  # fmt: skip
+    means = epoch_means(seen)
+    assert means[-1] < means[0], means
+    parser = seen["parser"]
+    # the scale factor is 1/std of the training latents, recorded for the inference config
+    dataset = parser.get_parsed_content("train#dataset")
+    latents = torch.stack([dataset[i]["latent_mu"] + 0 * dataset[i]["latent_sigma"] for i in range(len(dataset))])
+    sigmas = torch.stack([dataset[i]["latent_sigma"] for i in range(len(dataset))])
+    expected = 1 / (latents.double().var(unbiased=False) + sigmas.double().pow(2).mean()).sqrt()
+    recorded = json.loads((tmp_path / "scale_factor.json").read_text())["scale_factor"]
+    assert recorded == pytest.approx(float(expected), rel=1e-6)
+    # conditioning dropout: the empty prompt was trained alongside the label prompts
+    cache = parser.get_parsed_content("prepare_batch").embeddings._cache
+    assert "" in cache and len(cache) > 1
+    # the shipped weights are the EMA weights, which lag the raw ones
+    ema = torch.load(tmp_path / "model.pt", weights_only=True)
+    raw = parser.get_parsed_content("network").state_dict()
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k].cpu()) for k in ema)
+    assert (tmp_path / "validation" / "samples_epoch0004.png").is_file()
+
+
+def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):
+    unet_weights, scale_factor = trained_unet
+    seen = run_training(
+        "train_controlnet.json", phantoms, tmp_path, epochs=3, autoencoder_weights=str(trained_autoencoder),
+        unet_weights=str(unet_weights), scale_factor=scale_factor, preview_steps=2, learning_rate=0.002,
+    )  # fmt: skip
+    means = epoch_means(seen)
+    assert means[-1] < means[0], means
+    assert (tmp_path / "model_controlnet.pt").is_file()
+    assert (tmp_path / "validation" / "controlnet_samples_epoch0003.png").is_file()
+    # the UNet stays frozen: only the ControlNet learns
+    parser = seen["parser"]
+    frozen = torch.load(unet_weights, weights_only=True)
+    for key, value in parser.get_parsed_content("unet").state_dict().items():
+        torch.testing.assert_close(value.cpu(), frozen[key])
+    pipeline = parser.get_parsed_content("validate#pipeline")
+    batch = parser.get_parsed_content("validate#batch")
+    images = pipeline(
+        anatomy=batch["anatomy"], pathology=batch["pathology"], prompt=list(batch["prompt"]), control="controlnet",
+        num_inference_steps=3, seed=0,
+    )  # fmt: skip
+    assert images.shape == (len(batch["prompt"]), 1, SIZE, SIZE)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_two_process_data_parallel_training_with_gloo(phantoms, trained_autoencoder, tmp_path):
+    out = tmp_path / "ddp"
+    pairs = _overrides("train_diffusion.json", autoencoder_weights=str(trained_autoencoder), preview_steps=1)
+    args = [f"--{key}={value if isinstance(value, str) else repr(value)}" for key, value in pairs.items()]
+    configs = f"['{CONFIGS / 'train_diffusion.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
+        "run", "--config_file", configs, "--meta_file", META, "--logging_file", str(CONFIGS / "logging.conf"),
+        "--bundle_root", str(ROOT), "--dataset_dir", str(phantoms), "--output_dir", str(out), "--epochs", "2", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(latest_checkpoint(out), weights_only=True)
+    # 16 training phantoms over 2 ranks of batch 4: 2 iterations an epoch on each rank
+    assert saved["trainer"]["epoch_length"] == 2 and saved["trainer"]["iteration"] == 4
+    assert (out / "model.pt").is_file() and (out / "validation" / "samples_epoch0002.png").is_file()
+    # rank 0 alone logs (the other rank's writers are created by the config but never written to)
+    written = [p for p in (out / "tensorboard").glob("events.out.tfevents.*") if p.stat().st_size > 150]
+    assert len(written) == 2 and len({p.name.split(".")[-2] for p in written}) == 1
