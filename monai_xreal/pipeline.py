@@ -31,7 +31,16 @@ from monai_xreal.control import (
 from monai_xreal.errors import XRealInputError
 from monai_xreal.transforms import AnatomyToControllerInput, BoxesToMask, ValidateLabelMap
 
-__all__ = ["XRealPipeline"]
+__all__ = ["XREAL_SAMPLING", "XRealPipeline"]
+
+# XReal's published sampling settings; a bundle may tune them for its weights (``sampling_defaults``)
+XREAL_SAMPLING = {
+    "num_inference_steps": 100,
+    "guidance_scale": 7.0,
+    "anatomy_soft_value": 0.2,
+    "anatomy_step_fraction": 0.5,
+    "eta": 1.0,
+}
 
 Mask = torch.Tensor
 Boxes = Sequence  # one (N, 4) array-like per sample
@@ -61,6 +70,8 @@ class XRealPipeline:
         spatial_shape: the model's image grid ``(H, W)``; masks of other sizes are resized to it.
         device: where the networks run; defaults to where they are.
         embedding_cache_size: how many prompt embeddings to keep between calls.
+        sampling_defaults: values of ``__call__``'s sampling knobs used when a call leaves them ``None``
+            (:data:`XREAL_SAMPLING` for the knobs not given; a bundle sets them for its weights).
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class XRealPipeline:
         spatial_shape: Sequence[int] = (256, 256),
         device: torch.device | str | None = None,
         embedding_cache_size: int = 128,
+        sampling_defaults: Mapping[str, float] | None = None,
     ) -> None:
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
@@ -90,6 +102,11 @@ class XRealPipeline:
         self.anatomy_labels = {int(k): str(v) for k, v in labels.items()}
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
         self.embedding_cache_size = embedding_cache_size
+        unknown = set(sampling_defaults or {}) - set(XREAL_SAMPLING)
+        if unknown:
+            known = sorted(XREAL_SAMPLING)
+            raise XRealInputError("sampling_defaults", f"unknown knob(s) {sorted(unknown)}; known: {known}")
+        self.sampling_defaults = {**XREAL_SAMPLING, **(sampling_defaults or {})}
         self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.to(device if device is not None else next(self.unet.parameters()).device)
 
@@ -164,11 +181,11 @@ class XRealPipeline:
         anatomy: Mask | None = None,
         pathology: Mask | Boxes | None = None,
         prompt: str | Sequence[str] = "",
-        num_inference_steps: int = 100,
-        guidance_scale: float = 7.0,
-        anatomy_soft_value: float = 0.2,
-        anatomy_step_fraction: float = 0.5,
-        eta: float = 1.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        anatomy_soft_value: float | None = None,
+        anatomy_step_fraction: float | None = None,
+        eta: float | None = None,
         scheduler: str | Scheduler | None = None,
         timestep_spacing: str = "leading",
         seed: int | Sequence[int] | None = None,
@@ -191,6 +208,7 @@ class XRealPipeline:
             anatomy_soft_value: blending weight outside organs in the anatomy stage (XReal: 0.2).
             anatomy_step_fraction: share of the steps, from the start, with anatomy blending (XReal: 0.5).
             eta: DDIM noise weight (XReal: 1.0).
+                Each knob left ``None`` takes the pipeline's ``sampling_defaults`` (the bundle's, else XReal's).
             scheduler: ``"ddim"``, ``"ddpm"``, ``"pndm"``, a MONAI scheduler object, or ``None`` for the bundle's.
             timestep_spacing: ``"leading"`` (CompVis / XReal grid) or ``"scheduler"`` (the scheduler's own).
             seed: an int (sample ``i`` uses ``seed + i``), one int per sample, or ``None`` for fresh seeds.
@@ -205,6 +223,11 @@ class XRealPipeline:
         """
         anatomy, pathology, prompts = self.prepare_conditions(anatomy, pathology, prompt, control)
         batch = len(prompts)
+        knobs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
+                 "anatomy_soft_value": anatomy_soft_value, "anatomy_step_fraction": anatomy_step_fraction}  # fmt: skip
+        knobs = {k: self.sampling_defaults[k] if v is None else v for k, v in knobs.items()}
+        num_inference_steps, guidance_scale, eta = knobs["num_inference_steps"], knobs["guidance_scale"], knobs["eta"]
+        anatomy_soft_value, anatomy_step_fraction = knobs["anatomy_soft_value"], knobs["anatomy_step_fraction"]
         _check_knobs(num_inference_steps, guidance_scale, anatomy_soft_value, anatomy_step_fraction, eta)
         self._check_control(control, anatomy)
         generators = self._generators(seed, batch)

@@ -155,3 +155,25 @@ def test_bundle_without_weights_is_an_error(tiny_bundle, tmp_path):
         XRealPipeline.from_bundle(broken)
     with pytest.raises(XRealInputError, match="inference.json"):
         XRealPipeline.from_bundle(tmp_path / "nowhere")
+
+
+def test_knobs_left_unset_take_the_bundles_sampling_defaults(tiny_pipeline, anatomy):
+    from monai_xreal.pipeline import XREAL_SAMPLING
+
+    assert tiny_pipeline.sampling_defaults["anatomy_step_fraction"] == 0.7  # the shipped bundle's tuned value
+    assert set(tiny_pipeline.sampling_defaults) == set(XREAL_SAMPLING)
+    steps, original = [], dict(tiny_pipeline.sampling_defaults)
+    tiny_pipeline.sampling_defaults["num_inference_steps"] = 3
+    try:
+        tiny_pipeline(anatomy, seed=0, callback=lambda stage, i, t, z: steps.append(i))
+        assert steps == [0, 1, 2]
+        explicit = tiny_pipeline(anatomy, seed=0, anatomy_step_fraction=0.7, num_inference_steps=3)
+        implicit = tiny_pipeline(anatomy, seed=0)
+        torch.testing.assert_close(explicit, implicit)
+    finally:
+        tiny_pipeline.sampling_defaults = original
+    with pytest.raises(XRealInputError, match="sampling_defaults"):
+        XRealPipeline(
+            tiny_pipeline.autoencoder, tiny_pipeline.unet, tiny_pipeline.text_encoder, tiny_pipeline.scheduler,
+            sampling_defaults={"steps": 10},
+        )  # fmt: skip

@@ -117,6 +117,16 @@ def test_train_configs_define_the_networks_of_the_inference_config():
         assert shared, config
         for key in shared:
             assert train[key] == inference[key], (config, key)
+        for key in ("latent_channels", "max_label"):  # values the definitions refer to
+            if key in train:
+                assert _parsed(CONFIGS / config, key) == _parsed(CONFIGS / "inference.json", key), (config, key)
+
+
+def _parsed(config: Path, key: str):
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    parser.read_meta(META)
+    return parser.get_parsed_content(key)
 
 
 @pytest.mark.parametrize("config", TRAIN_CONFIGS)
@@ -159,7 +169,7 @@ def test_anatomy_controller_learns_images_from_masks(phantoms, tmp_path):
     seen = run_training("train_anatomy_controller.json", phantoms, tmp_path, epochs=3, learning_rate=0.002)
     means = epoch_means(seen)
     assert means[-1] < 0.9 * means[0], means
-    assert (tmp_path / "model_anatomy_controller.pt").is_file()
+    assert (tmp_path / "model_anatomy_controller.pt").is_file() and latest_checkpoint(tmp_path) is not None
     assert (tmp_path / "validation" / "mask_to_image_epoch0003.png").is_file()
     # the controller's input is the label map scaled by the largest label: what the pipeline feeds it
     batch = seen["parser"].get_parsed_content("validate#preview").batch
@@ -192,6 +202,8 @@ def test_diffusion_training_scale_factor_ema_and_condition_dropout(phantoms, tra
     assert ema.keys() == raw.keys()
     assert any(not torch.equal(ema[k], raw[k].cpu()) for k in ema)
     assert (tmp_path / "validation" / "samples_epoch0004.png").is_file()
+    saved = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert set(saved) == {"model", "ema", "optimizer", "trainer"} and saved["trainer"]["iteration"] == 4 * 4
 
 
 def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):
@@ -202,13 +214,15 @@ def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, 
     )  # fmt: skip
     means = epoch_means(seen)
     assert means[-1] < means[0], means
-    assert (tmp_path / "model_controlnet.pt").is_file()
+    assert (tmp_path / "model_controlnet.pt").is_file() and latest_checkpoint(tmp_path) is not None
     assert (tmp_path / "validation" / "controlnet_samples_epoch0003.png").is_file()
-    # the UNet stays frozen: only the ControlNet learns
+    # the ControlNet started as a copy of the UNet and learned; the UNet took no gradient
     parser = seen["parser"]
-    frozen = torch.load(unet_weights, weights_only=True)
-    for key, value in parser.get_parsed_content("unet").state_dict().items():
-        torch.testing.assert_close(value.cpu(), frozen[key])
+    unet, controlnet = parser.get_parsed_content("unet"), parser.get_parsed_content("network")
+    assert all(p.grad is None and not p.requires_grad for p in unet.parameters())
+    shared = set(unet.state_dict()) & set(controlnet.state_dict())
+    assert len(shared) > 10
+    assert any(not torch.equal(unet.state_dict()[k], controlnet.state_dict()[k]) for k in shared)
     pipeline = parser.get_parsed_content("validate#pipeline")
     batch = parser.get_parsed_content("validate#batch")
     images = pipeline(
@@ -219,11 +233,18 @@ def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, 
     assert images.min() >= 0 and images.max() <= 1
 
 
-def test_two_process_data_parallel_training_with_gloo(phantoms, trained_autoencoder, tmp_path):
+@pytest.mark.parametrize(
+    "config, weights, grid",
+    [("train_diffusion.json", "model.pt", "samples"), ("train_autoencoder.json", "model_autoencoder.pt", "reconstruction")],
+)
+def test_two_process_data_parallel_training_with_gloo(config, weights, grid, phantoms, trained_autoencoder, tmp_path):
     out = tmp_path / "ddp"
-    pairs = _overrides("train_diffusion.json", autoencoder_weights=str(trained_autoencoder), preview_steps=1)
+    extra = {"autoencoder_weights": str(trained_autoencoder), "preview_steps": 1}
+    if config == "train_autoencoder.json":  # both the autoencoder and its discriminator are DDP-wrapped
+        extra = {"adversarial_warmup_iterations": 1}
+    pairs = _overrides(config, **extra)
     args = [f"--{key}={value if isinstance(value, str) else repr(value)}" for key, value in pairs.items()]
-    configs = f"['{CONFIGS / 'train_diffusion.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    configs = f"['{CONFIGS / config}','{CONFIGS / 'multi_gpu_train.json'}']"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
         "run", "--config_file", configs, "--meta_file", META, "--logging_file", str(CONFIGS / "logging.conf"),
@@ -235,7 +256,7 @@ def test_two_process_data_parallel_training_with_gloo(phantoms, trained_autoenco
     saved = torch.load(latest_checkpoint(out), weights_only=True)
     # 16 training phantoms over 2 ranks of batch 4: 2 iterations an epoch on each rank
     assert saved["trainer"]["epoch_length"] == 2 and saved["trainer"]["iteration"] == 4
-    assert (out / "model.pt").is_file() and (out / "validation" / "samples_epoch0002.png").is_file()
+    assert (out / weights).is_file() and (out / "validation" / f"{grid}_epoch0002.png").is_file()
     # rank 0 alone logs (the other rank's writers are created by the config but never written to)
     written = [p for p in (out / "tensorboard").glob("events.out.tfevents.*") if p.stat().st_size > 150]
     assert len(written) == 2 and len({p.name.split(".")[-2] for p in written}) == 1

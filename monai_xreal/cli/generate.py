@@ -26,11 +26,12 @@ def add_parser(commands) -> None:
     p.add_argument("--prompt", default="", help="finding or report text, e.g. 'Cardiomegaly' (default: empty)")
     p.add_argument("--num-images", type=int, default=1, help="images to generate (seeds SEED, SEED+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (default: 0)")
-    p.add_argument("--num-inference-steps", type=int, default=100, help="reverse steps per stage (default: 100)")
-    p.add_argument("--guidance-scale", type=float, default=7.0, help="classifier-free guidance (default: 7.0)")
-    p.add_argument("--anatomy-soft-value", type=float, default=0.2, help="blend weight outside organs (default: 0.2)")
-    p.add_argument("--anatomy-step-fraction", type=float, default=0.5, help="share of steps with anatomy blending")
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default: 1.0)")
+    # sampling knobs default to the bundle's values for its weights (XReal's: 100 steps, 7.0, 0.2, 0.5, eta 1.0)
+    p.add_argument("--num-inference-steps", type=int, default=None, help="reverse steps per stage (default: bundle's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: bundle's)")
+    p.add_argument("--anatomy-soft-value", type=float, default=None, help="blend weight outside organs")
+    p.add_argument("--anatomy-step-fraction", type=float, default=None, help="share of steps with anatomy blending")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: bundle's)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the bundle's)")
     p.add_argument("--batch-size", type=int, default=4, help="images per network call (default: 4)")
     p.add_argument("--output-dir", type=Path, required=True, help="folder for the images")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     from monai_xreal.pipeline import XRealPipeline
 
     for name in ("num_images", "batch_size", "num_inference_steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise XRealInputError(name, f"must be a positive integer, got {getattr(args, name)}")
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     pipe.prepare_conditions(anatomy, pathology, args.prompt)  # every bad input fails here, before any work
 
     batches = [range(i, min(i + args.batch_size, args.num_images)) for i in range(0, args.num_images, args.batch_size)]
-    steps_per_batch = args.num_inference_steps * (2 if pathology is not None else 1)
+    steps = args.num_inference_steps or pipe.sampling_defaults["num_inference_steps"]
+    steps_per_batch = steps * (2 if pathology is not None else 1)
     with (
         staged_output(args.output_dir) as staging,
         tqdm(total=len(batches) * steps_per_batch, unit="step", desc="generating") as bar,

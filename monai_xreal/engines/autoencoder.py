@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from monai.engines import Trainer
-from monai.engines.utils import default_metric_cmp_fn
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn
 from monai.losses import PatchAdversarialLoss
 from monai.utils import CommonKeys as Keys
 from torch import nn
@@ -169,22 +169,26 @@ class AutoencoderKLTrainer(Trainer):
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with engine._autocast():
             reconstruction, z_mu, z_sigma = engine.network(inputs)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             recon_loss = (reconstruction.float() - targets.float()).abs().mean()
             kl_loss = kl_divergence(z_mu.float(), z_sigma.float())
             perceptual = zero if engine.perceptual_loss is None else engine.perceptual_loss(reconstruction, targets)
             generator = zero
             if adversarial:
-                engine.discriminator.requires_grad_(False)  # the generator step must not touch D
-                logits_fake = engine.discriminator(reconstruction.contiguous().float())[-1]
+                # the generator step must not touch D; a frozen DDP-wrapped D would wait for gradients, so unwrap it
+                frozen = getattr(engine.discriminator, "module", engine.discriminator).requires_grad_(False)
+                logits_fake = frozen(reconstruction.contiguous().float())[-1]
                 generator = engine.adversarial_loss(logits_fake, target_is_real=True, for_discriminator=False)
-                engine.discriminator.requires_grad_(True)
+                frozen.requires_grad_(True)
             loss = (
                 recon_loss
                 + engine.kl_weight * kl_loss
                 + engine.perceptual_weight * perceptual
                 + engine.adversarial_weight * generator
             )
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine._step(loss, engine.optimizer)
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
 
         discriminator = zero
         if adversarial:
@@ -200,6 +204,7 @@ class AutoencoderKLTrainer(Trainer):
             engine._step(engine.adversarial_weight * discriminator, engine.d_optimizer)
         if engine.scaler is not None:
             engine.scaler.update()  # once per iteration, after both optimisers stepped
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
         return {
             Keys.IMAGE: inputs,

@@ -115,18 +115,19 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         self.scale_factor = float(scale_factor)
         self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
 
-    def latents(self, batchdata: dict, device, non_blocking: bool = False) -> torch.Tensor:
+    def latents(self, batchdata: dict, device, non_blocking: bool = False, **kwargs) -> torch.Tensor:
         """A scaled latent sample ``(B, C, h, w)``."""
-        mu = torch.as_tensor(batchdata[self.mu_key]).to(device, non_blocking=non_blocking).float()
-        sigma = torch.as_tensor(batchdata[self.sigma_key]).to(device, non_blocking=non_blocking).float()
+        mu = torch.as_tensor(batchdata[self.mu_key]).to(device, non_blocking=non_blocking, **kwargs).float()
+        sigma = torch.as_tensor(batchdata[self.sigma_key]).to(device, non_blocking=non_blocking, **kwargs).float()
         return (mu + sigma * torch.randn_like(mu)) * self.scale_factor
 
     def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
-        latents = self.latents(batchdata, device, non_blocking)
+        latents = self.latents(batchdata, device, non_blocking, **kwargs)
         noise = self.get_noise(latents)
         timesteps = self.get_timesteps(latents)
+        target = self.get_target(latents, noise, timesteps)  # noise here; a v-prediction subclass overrides it
         condition = self.embeddings(list(batchdata[self.prompt_key]), latents.device)
-        return latents, noise, (), {"noise": noise, "timesteps": timesteps, "condition": condition}
+        return latents, target, (), {"noise": noise, "timesteps": timesteps, "condition": condition}
 
 
 class ControlNetPrepareBatch(LatentDiffusionPrepareBatch):
@@ -148,11 +149,11 @@ class ControlNetPrepareBatch(LatentDiffusionPrepareBatch):
         self.anatomy_key, self.pathology_key = anatomy_key, pathology_key
 
     def __call__(self, batchdata: dict, device=None, non_blocking: bool = False, **kwargs):
-        latents, noise, args, infer_kwargs = super().__call__(batchdata, device, non_blocking)
-        anatomy = torch.as_tensor(batchdata[self.anatomy_key]).to(device, non_blocking=non_blocking)
-        pathology = torch.as_tensor(batchdata[self.pathology_key]).to(device, non_blocking=non_blocking)
+        latents, target, args, infer_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
+        anatomy = torch.as_tensor(batchdata[self.anatomy_key]).to(device, non_blocking=non_blocking, **kwargs)
+        pathology = torch.as_tensor(batchdata[self.pathology_key]).to(device, non_blocking=non_blocking, **kwargs)
         infer_kwargs["cn_cond"] = controlnet_condition(anatomy, pathology, self.max_label)
-        return latents, noise, args, infer_kwargs
+        return latents, target, args, infer_kwargs
 
 
 class ControlNetTrainingInferer(Inferer):

@@ -43,10 +43,11 @@ class AutoencoderPreview:
     def __call__(self) -> Rows:
         was_training = self.network.training
         self.network.eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+        device = torch.device(self.device) if self.device is not None else torch.device("cpu")
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)  # the same mask/image choice every epoch, without touching training's random state
             inputs, targets = self.prepare_batch(self.batch, self.device)[:2]
-        outputs = self.network(inputs)[0].clamp(0, 1)
+        outputs = getattr(self.network, "module", self.network).reconstruct(inputs).clamp(0, 1)  # decodes the mean
         self.network.train(was_training)
         return [inputs.clamp(0, 1), outputs, targets]
 

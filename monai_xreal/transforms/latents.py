@@ -21,7 +21,7 @@ class EncodeLatentd(MapTransform):
         keys: the ``(1, H, W)`` image in [0, 1] (one key).
         autoencoder: the trained ``AutoencoderKL`` (frozen here).
         mu_key, sigma_key: where the ``(C, h, w)`` mean and standard deviation go (on the CPU).
-        device: where the encoder runs (``None``: where it is).
+        device: where the encoder runs (it is moved there; ``None``: where it is).
     """
 
     def __init__(
@@ -37,6 +37,8 @@ class EncodeLatentd(MapTransform):
         if len(self.keys) != 1:
             raise ValueError(f"EncodeLatentd encodes one image key, got {self.keys}")
         self.autoencoder = autoencoder.eval().requires_grad_(False)
+        if device is not None:
+            self.autoencoder.to(device)
         self.mu_key, self.sigma_key = mu_key, sigma_key
         self.device = device
 
