@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from monai_xreal.control import (
     set_timesteps,
 )
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.cache import PromptEmbeddingCache
 from monai_xreal.transforms import AnatomyToControllerInput, BoxesToMask, ValidateLabelMap
 
 __all__ = ["XREAL_SAMPLING", "XRealPipeline"]
@@ -107,7 +107,7 @@ class XRealPipeline:
             known = sorted(XREAL_SAMPLING)
             raise XRealInputError("sampling_defaults", f"unknown knob(s) {sorted(unknown)}; known: {known}")
         self.sampling_defaults = {**XREAL_SAMPLING, **(sampling_defaults or {})}
-        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._prompt_cache = PromptEmbeddingCache(self.text_encoder, embedding_cache_size)
         self.to(device if device is not None else next(self.unet.parameters()).device)
 
     @classmethod
@@ -138,23 +138,14 @@ class XRealPipeline:
         for module in (self.autoencoder, self.unet, self.text_encoder, self.anatomy_controller, self.controlnet):
             if module is not None:
                 module.to(self.device)
-        self._embeddings.clear()
+        self._prompt_cache.clear()
         return self
 
     # -- building blocks -------------------------------------------------------------------------------------
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
         """``(B, L, D)`` embeddings; each distinct prompt goes through the text encoder once and is cached."""
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._embeddings))
-        if missing:
-            for prompt, embedding in zip(missing, self.text_encoder(missing)):
-                self._embeddings[prompt] = embedding.to(self.device)
-        for prompt in prompts:
-            self._embeddings.move_to_end(prompt)
-        result = torch.stack([self._embeddings[p] for p in prompts])
-        while len(self._embeddings) > self.embedding_cache_size:
-            self._embeddings.popitem(last=False)
-        return result
+        return self._prompt_cache(prompts, self.device)
 
     def anatomy_image(self, anatomy: torch.Tensor) -> torch.Tensor:
         """The anatomy controller's coarse X-ray ``clamp(D(mode(E(m))), 0, 1)``, ``(B, 1, H, W)`` in [0, 1]."""

@@ -194,7 +194,7 @@ def test_diffusion_training_scale_factor_ema_and_condition_dropout(phantoms, tra
     recorded = json.loads((tmp_path / "scale_factor.json").read_text())["scale_factor"]
     assert recorded == pytest.approx(float(expected), rel=1e-6)
     # conditioning dropout: the empty prompt was trained alongside the label prompts
-    cache = parser.get_parsed_content("prepare_batch").embeddings._cache
+    cache = parser.get_parsed_content("prepare_batch").embeddings
     assert "" in cache and len(cache) > 1
     # the shipped weights are the EMA weights, which lag the raw ones
     ema = torch.load(tmp_path / "model.pt", weights_only=True)

@@ -44,9 +44,9 @@ def run(args) -> None:
     for name in ("num", "steps", "batch_size"):
         if getattr(args, name) < 1:
             raise XRealInputError(f"--{name.replace('_', '-')}", "must be a positive integer")
-    for path in (args.output, args.figure):
+    for flag, path in (("--output", args.output), ("--figure", args.figure)):
         if path is not None and not path.parent.is_dir():
-            raise XRealInputError("output", f"folder {path.parent} does not exist")
+            raise XRealInputError(flag, f"folder {path.parent} does not exist")
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
     size = max(MIN_SIZE, pipeline.spatial_shape[0])  # the pipeline resizes the masks to its grid

@@ -8,7 +8,6 @@ from monai_xreal.engines.diffusion import (
     ControlNetPrepareBatch,
     ControlNetTrainingInferer,
     LatentDiffusionPrepareBatch,
-    PromptEmbeddings,
     controlnet_from_unet,
     latent_scale_factor,
 )

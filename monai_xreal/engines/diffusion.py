@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from monai.networks.utils import copy_model_state
 from torch import nn
 
 from monai_xreal.control.controlnet import controlnet_condition
+from monai_xreal.text.cache import PromptEmbeddingCache
 
 __all__ = [
     "latent_scale_factor",
-    "PromptEmbeddings",
     "LatentDiffusionPrepareBatch",
     "ControlNetPrepareBatch",
     "ControlNetTrainingInferer",
@@ -64,28 +63,6 @@ def latent_scale_factor(
     return scale
 
 
-class PromptEmbeddings:
-    """A frozen text encoder behind a cache: ``(B, L, D)`` embeddings of ``B`` prompts.
-
-    Training sets have few distinct prompts (label names joined), so each is encoded once.
-    """
-
-    def __init__(self, text_encoder: nn.Module, cache_size: int = 4096) -> None:
-        self.text_encoder = text_encoder.eval().requires_grad_(False)
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], device: torch.device | str | None = None) -> torch.Tensor:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
-        if missing:
-            for prompt, embedding in zip(missing, self.text_encoder(missing)):
-                self._cache[prompt] = embedding.detach().cpu()
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return torch.stack([self._cache[p] for p in prompts]).to(device)
-
-
 class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     """``prepare_batch`` for the latent UNet on pre-encoded latents with MONAI's ``DiffusionInferer``.
 
@@ -111,7 +88,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         prompt_key: str = "prompt",
     ) -> None:
         super().__init__(num_train_timesteps)
-        self.embeddings = PromptEmbeddings(text_encoder)
+        self.embeddings = PromptEmbeddingCache(text_encoder.eval().requires_grad_(False), size=4096)
         self.scale_factor = float(scale_factor)
         self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
 
