@@ -60,10 +60,6 @@ class ControlledUNet(nn.Module):
         self.condition = condition
         self.conditioning_scale = conditioning_scale
 
-    @property
-    def in_channels(self) -> int:
-        return self.unet.in_channels
-
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         condition = self.condition.to(dtype=x.dtype)
         if x.shape[0] != condition.shape[0]:

@@ -14,6 +14,8 @@ from monai.utils import CommonKeys as Keys
 from torch import nn
 from torch.optim import Optimizer
 
+from monai_xreal.transforms import AnatomyToControllerInput
+
 __all__ = ["kl_divergence", "AutoencoderPrepareBatch", "AutoencoderKLTrainer"]
 
 
@@ -50,7 +52,7 @@ class AutoencoderPrepareBatch:
             raise ValueError(f"condition_prob must be in [0, 1], got {condition_prob}")
         self.image_key = image_key
         self.condition_key = condition_key
-        self.max_label = max_label
+        self.to_controller_input = AnatomyToControllerInput(max_label)  # what the pipeline feeds the controller
         self.condition_prob = condition_prob
 
     def __call__(
@@ -61,7 +63,7 @@ class AutoencoderPrepareBatch:
             return images, images
         masks = torch.as_tensor(batchdata[self.condition_key]).to(device, non_blocking=non_blocking, **kwargs)
         use_mask = torch.rand(images.shape[0], device=images.device) < self.condition_prob
-        inputs = torch.where(use_mask.view(-1, 1, 1, 1), masks.float() / self.max_label, images)
+        inputs = torch.where(use_mask.view(-1, 1, 1, 1), self.to_controller_input(masks), images)
         return inputs, images
 
 
