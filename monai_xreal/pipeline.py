@@ -184,6 +184,7 @@ class XRealPipeline:
         progress: bool = False,
         control: str = "xreal",
         controlnet_scale: float = 1.0,
+        batched_guidance: bool = True,
     ) -> torch.Tensor:
         """Generate CXRs that follow an anatomy label map, a pathology region and a prompt.
 
@@ -208,6 +209,8 @@ class XRealPipeline:
             control: ``"xreal"`` (the two controllers) or ``"controlnet"`` (one guided pass through the bundle's
                 ControlNet on the anatomy and pathology masks: the baseline XReal compares against).
             controlnet_scale: weight of the ControlNet's residuals (``"controlnet"`` only).
+            batched_guidance: run guidance's conditional and unconditional branches as one UNet call on ``2B``
+                samples (default) or as two calls on ``B`` (XReal's release); the images are the same.
 
         Returns:
             ``(B, 1, H, W)`` float images in [0, 1] at the model's ``spatial_shape``.
@@ -233,7 +236,7 @@ class XRealPipeline:
         sample_stage = functools.partial(
             self._sample_stage, sampler=sampler, generators=generators, num_inference_steps=num_inference_steps,
             timestep_spacing=timestep_spacing, guidance_scale=guidance_scale, eta=eta,
-            callback=_with_progress(callback, bar),
+            callback=_with_progress(callback, bar), batched_guidance=batched_guidance,
         )  # fmt: skip
 
         if control == "controlnet":  # the baseline: masks steer every step through the ControlNet's residuals
@@ -265,7 +268,8 @@ class XRealPipeline:
     def _sample_stage(
         self, stage: str, known: KnownRegion | None, *, context: torch.Tensor, uncond_context: torch.Tensor | None,
         sampler: Scheduler, generators: Sequence[torch.Generator], num_inference_steps: int, timestep_spacing: str,
-        guidance_scale: float, eta: float, callback: StepCallback, unet: nn.Module | None = None,
+        guidance_scale: float, eta: float, callback: StepCallback, batched_guidance: bool = True,
+        unet: nn.Module | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """One reverse pass from fresh noise, decoded: ``(B, 1, H, W)`` images in [0, 1]."""
         timesteps = set_timesteps(sampler, num_inference_steps, self.device, timestep_spacing)
@@ -273,7 +277,7 @@ class XRealPipeline:
         latents = per_sample_randn(shape, generators, self.device, context.dtype)
         latents = denoise(
             unet if unet is not None else self.unet, sampler, timesteps, latents, generators, context, uncond_context,
-            guidance_scale, eta, known, stage, callback,
+            guidance_scale, eta, known, stage, callback, batched_guidance,
         )  # fmt: skip
         return self.decode(latents)
 

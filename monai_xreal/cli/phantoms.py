@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> Path:
         progress=True, **sources,
     )  # fmt: skip
     print(f"wrote {args.num} phantom(s) to {args.output_dir}; datalist: {datalist}")
+    if (datalist.parent / "conditions.json").is_file():
+        print(f"validation conditions (for evaluate): {datalist.parent / 'conditions.json'}")
     if args.grid is not None:
         generator = PhantomGenerator(args.size, args.seed, probabilities, **sources)
         shown = [generator(i) for i in range(min(args.num, 8))]

@@ -16,12 +16,14 @@ def guided_prediction(
     context: torch.Tensor,
     uncond_context: torch.Tensor | None,
     guidance_scale: float,
+    batched: bool = True,
     **unet_kwargs,
 ) -> torch.Tensor:
     """The model's prediction, guided: ``uncond + scale * (cond - uncond)``.
 
     With ``guidance_scale == 1`` or no ``uncond_context`` this is one plain conditional call; otherwise both
-    branches run as one batch of ``2B``, which is what makes guidance cheap on a GPU.
+    branches run as one batch of ``2B`` (``batched``, which is what makes guidance cheap on a GPU) or as two calls
+    of ``B``, as XReal's release does.
 
     Args:
         unet: a MONAI ``DiffusionModelUNet`` (or anything with its ``forward(x, timesteps, context)``).
@@ -30,7 +32,8 @@ def guided_prediction(
         context: ``(B, L, D)`` conditional embeddings.
         uncond_context: ``(B, L, D)`` unconditional (empty-prompt) embeddings, or ``None``.
         guidance_scale: the guidance weight ``w``; 1 gives the conditional prediction.
-        unet_kwargs: passed to every UNet call (e.g. ControlNet residuals, already doubled for 2B).
+        batched: one UNet call on ``2B`` samples rather than two calls on ``B``; the result is the same.
+        unet_kwargs: passed to every UNet call (e.g. ControlNet residuals; with ``batched``, already doubled for 2B).
 
     Returns:
         ``(B, C, h, w)`` guided prediction (noise, velocity or sample, as the model was trained).
@@ -39,6 +42,10 @@ def guided_prediction(
     timesteps = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(batch)
     if uncond_context is None or guidance_scale == 1.0:
         return unet(latents, timesteps, context=context, **unet_kwargs)
+    if not batched:
+        uncond = unet(latents, timesteps, context=uncond_context, **unet_kwargs)
+        cond = unet(latents, timesteps, context=context, **unet_kwargs)
+        return uncond + guidance_scale * (cond - uncond)
     both = unet(
         torch.cat([latents, latents]),
         torch.cat([timesteps, timesteps]),

@@ -54,6 +54,7 @@ def denoise(
     known: KnownRegion | None = None,
     stage: str = "",
     callback: StepCallback | None = None,
+    batched_guidance: bool = True,
 ) -> torch.Tensor:
     """Run the reverse process from ``latents`` over ``timesteps``.
 
@@ -74,6 +75,7 @@ def denoise(
         known: the region to hold (anatomy or pathology stage), or ``None`` for free sampling.
         stage: a name passed to ``callback``.
         callback: called after each blending, before the model call.
+        batched_guidance: both guidance branches in one UNet call (see :func:`guided_prediction`).
 
     Returns:
         ``(B, C, h, w)`` the final latent.
@@ -85,7 +87,7 @@ def denoise(
             latents = blend_known_region(latents, noised, known.keep)
         if callback is not None:
             callback(stage, i, t, latents)
-        prediction = guided_prediction(unet, latents, t, context, uncond_context, guidance_scale)
+        prediction = guided_prediction(unet, latents, t, context, uncond_context, guidance_scale, batched_guidance)
         next_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
         latents = scheduler_step(scheduler, prediction, t, latents, generators, eta=eta, next_timestep=next_t)
     return latents

@@ -8,9 +8,20 @@ from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["CONDITION_KEYS", "load_conditions"]
+__all__ = ["CONDITION_KEYS", "load_conditions", "read_json"]
 
 CONDITION_KEYS = ("id", "anatomy", "pathology", "prompt", "seed")
+
+
+def read_json(path: str | Path, argument: str):
+    """The content of a JSON file; a missing or invalid file is an :class:`XRealInputError` naming ``argument``."""
+    path = Path(path)
+    if not path.is_file():
+        raise XRealInputError(argument, f"no such file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise XRealInputError(argument, f"{path} is not valid JSON: {err}") from err
 
 
 def load_conditions(path: str | Path, base_seed: int = 0) -> list[dict]:
@@ -31,12 +42,7 @@ def load_conditions(path: str | Path, base_seed: int = 0) -> list[dict]:
         XRealInputError: unreadable file, wrong structure, duplicate ids or a missing mask file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise XRealInputError("conditions", f"no such file: {path}")
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise XRealInputError("conditions", f"{path} is not valid JSON: {err}") from err
+    content = read_json(path, "conditions")
     entries = content.get("conditions") if isinstance(content, dict) else None
     if not isinstance(entries, list) or not entries:
         raise XRealInputError("conditions", f'{path} needs a non-empty list under "conditions"')

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from monai_xreal.data.phantoms.generator import Phantom, PhantomGenerator
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io.writers import FORMATS, save_images, staged_output
+from monai_xreal.transforms.prompts import BuildPrompt
 
 __all__ = ["PhantomDataset", "phantom_item", "write_phantom_set", "PHANTOM_FOLDERS"]
 
@@ -70,8 +71,10 @@ def write_phantom_set(
     Layout: ``images/``, ``anatomy/`` and ``pathology/`` hold ``phantom_<index>.<png|nii.gz>`` (image in [0, 1]
     as 8-bit PNG or float NIfTI; label map and mask as their uint8 values), and ``datalist.json`` is MONAI's
     ``{"training": [...], "validation": [...]}`` with paths relative to it (``load_decathlon_datalist`` resolves
-    them). The last ``validation_fraction`` of the indices are the validation set. All files appear together, or
-    none if the run fails.
+    them). The last ``validation_fraction`` of the indices are the validation set; ``conditions.json`` holds
+    their conditions (:func:`monai_xreal.data.load_conditions`: anatomy, the pathology mask where there is a
+    finding region, the labels' prompt, seed = phantom index), so a generator can be evaluated against them. All
+    files appear together, or none if the run fails.
 
     Raises:
         XRealInputError: bad arguments, or ``output_dir`` already holding a phantom set.
@@ -83,13 +86,13 @@ def write_phantom_set(
     if not 0.0 <= validation_fraction < 1.0:
         raise XRealInputError("validation_fraction", f"must lie in [0, 1), got {validation_fraction}")
     output_dir = Path(output_dir)
-    existing = [name for name in (*PHANTOM_FOLDERS, "datalist.json") if (output_dir / name).exists()]
+    existing = [name for name in (*PHANTOM_FOLDERS, "datalist.json", "conditions.json") if (output_dir / name).exists()]
     if existing:
         raise XRealInputError(str(output_dir), f"already holds {existing}; choose a new or empty folder")
     generator = PhantomGenerator(size=size, seed=seed, probabilities=probabilities, **generator_args)
     num_validation = int(round(validation_fraction * num))
     ext = FORMATS[fmt]
-    items = []
+    items, has_region = [], []
     with staged_output(output_dir) as staging:
         for index in tqdm(range(num), desc="phantoms", unit="img", disable=not progress):
             phantom = generator(index)
@@ -101,6 +104,7 @@ def write_phantom_set(
                 key: f"{folder}/{name}{ext}" for key, folder in zip(("image", "anatomy", "pathology"), PHANTOM_FOLDERS)
             }
             items.append({**files, **phantom_item(phantom, name)})
+            has_region.append(bool(phantom.pathology.any()))
         datalist = {
             "description": f"monai_xreal phantoms: {num} at {size}x{size}, seed {seed}",
             "size": [size, size],
@@ -108,7 +112,19 @@ def write_phantom_set(
             "validation": items[num - num_validation :],
         }
         (staging / "datalist.json").write_text(json.dumps(datalist, indent=1, default=_json_number))
+        first = num - num_validation
+        conditions = [
+            _condition(item, has_region[first + i], first + i) for i, item in enumerate(datalist["validation"])
+        ]
+        if conditions:
+            (staging / "conditions.json").write_text(json.dumps({"conditions": conditions}, indent=1))
     return output_dir / "datalist.json"
+
+
+def _condition(item: dict, has_region: bool, seed: int) -> dict:
+    # without a finding region the prompt ("No Finding", "Cardiomegaly") conditions the anatomy stage
+    condition = {"id": item["id"], "anatomy": item["anatomy"], "prompt": BuildPrompt()(item["labels"]), "seed": seed}
+    return {**condition, "pathology": item["pathology"]} if has_region else condition
 
 
 def _json_number(value):

@@ -1,0 +1,250 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Side-by-side sampling measurements on one machine and one set of weights: speed, overhead, memory, adherence."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from monai_xreal.benchmark.recipes import SamplingRecipe
+from monai_xreal.benchmark.timing import NetworkTimes, peak_memory, synchronize, time_networks
+from monai_xreal.control.sampling import per_sample_randn
+from monai_xreal.metrics.adherence import anatomy_dice, segment
+
+__all__ = ["BenchmarkCondition", "benchmark_conditions", "RecipeResult", "measure_recipe", "plain_text_to_image",
+           "compare_text_to_image", "VARIANTS", "measure_variant"]  # fmt: skip
+
+# phantom findings that come with a pathology region, so every benchmark image runs both of XReal's stages
+_REGION_FINDINGS = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Cardiomegaly")
+
+
+@dataclass
+class BenchmarkCondition:
+    anatomy: torch.Tensor  # (1, H, W) label map
+    pathology: torch.Tensor  # (1, H, W) binary
+    prompt: str
+    seed: int
+
+
+def benchmark_conditions(num: int, size: int, seed: int = 1000) -> list[BenchmarkCondition]:
+    """``num`` phantom conditions, each with a finding region (two-stage sampling), findings in turn."""
+    from monai_xreal.data.phantoms import PhantomGenerator
+
+    generator = PhantomGenerator(size=size, seed=seed)
+    conditions = []
+    for index in range(num):
+        finding = _REGION_FINDINGS[index % len(_REGION_FINDINGS)]
+        phantom = generator(index, findings=[finding])
+        anatomy, pathology = (torch.as_tensor(np.asarray(m)).float() for m in (phantom.anatomy, phantom.pathology))
+        conditions.append(BenchmarkCondition(anatomy, pathology, finding, seed + index))  # (1, X, Y) each
+    return conditions
+
+
+@dataclass
+class RecipeResult:
+    """One row of the benchmark table."""
+
+    recipe: SamplingRecipe
+    images: int
+    seconds: float
+    network: NetworkTimes
+    peak_memory_mib: float | None
+    memory_kind: str
+    dice: float | None
+    variant: str = "fp32"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def overhead(self) -> float | None:
+        """Total time over the time inside the networks: 1 means the sampler itself costs nothing."""
+        return self.seconds / self.network.total if self.network.total > 0 else None
+
+    def as_dict(self) -> dict:
+        return {
+            **self.recipe.as_dict(), "variant": self.variant, "images": self.images, "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+            "unet_evaluations_per_image": self.network.unet_samples / self.images if self.network.calls else None,
+            "network_seconds": dict(self.network.seconds), "network_calls": dict(self.network.calls),
+            "overhead": self.overhead, "peak_memory_mib": self.peak_memory_mib, "memory_kind": self.memory_kind,
+            "mean_dice": self.dice, "notes": self.notes,
+        }  # fmt: skip
+
+
+def _batches(conditions: Sequence[BenchmarkCondition], size: int) -> Iterator[list[BenchmarkCondition]]:
+    for start in range(0, len(conditions), size):
+        yield list(conditions[start : start + size])
+
+
+def _generate(pipeline, batch: list[BenchmarkCondition], recipe: SamplingRecipe) -> torch.Tensor:
+    return pipeline(
+        torch.stack([c.anatomy for c in batch]), torch.stack([c.pathology for c in batch]), [c.prompt for c in batch],
+        seed=[c.seed for c in batch], **recipe.pipeline_kwargs(),
+    )  # fmt: skip
+
+
+def measure_recipe(
+    pipeline,
+    conditions: Sequence[BenchmarkCondition],
+    recipe: SamplingRecipe,
+    segmenter: nn.Module | None = None,
+    split_network_time: bool = True,
+    variant: str = "fp32",
+) -> RecipeResult:
+    """Generate every condition with ``recipe`` (after one warm-up batch) and measure it.
+
+    Args:
+        pipeline: an :class:`~monai_xreal.XRealPipeline`.
+        conditions: from :func:`benchmark_conditions`.
+        recipe: steps, solver, guidance batching and batch size.
+        segmenter: the anatomy judge, for the mean Dice of the same images (outside the timed part).
+        split_network_time: time each network call (synchronising on a GPU), for the overhead ratio.
+        variant: a label for the table.
+    """
+    device = pipeline.device
+    _generate(pipeline, list(conditions[: recipe.batch_size]), recipe)  # warm-up: allocator, caches, lazy init
+    images = []
+    timer = time_networks(pipeline, device) if split_network_time else contextlib.nullcontext(NetworkTimes())
+    with peak_memory(device) as memory, timer as network:
+        synchronize(device)
+        start = time.perf_counter()
+        for batch in _batches(conditions, recipe.batch_size):
+            images.append(_generate(pipeline, batch, recipe))
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    dice = None
+    if segmenter is not None:
+        generated = torch.cat(images).float()
+        requested = torch.stack([c.anatomy for c in conditions])
+        dice = float(anatomy_dice(segment(segmenter, generated), requested).mean())
+    return RecipeResult(recipe, len(conditions), seconds, network, memory.mib, memory.kind, dice, variant)
+
+
+@torch.no_grad()
+def plain_text_to_image(pipeline, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance_scale: float):
+    """Text-to-image with a plain loop over the bundle's MONAI scheduler (deterministic DDIM, eta 0): the floor a
+    sampler written for one purpose reaches, to compare :class:`~monai_xreal.XRealPipeline` against.
+
+    Returns:
+        ``(B, 1, H, W)`` images in [0, 1].
+    """
+    scheduler, unet, device = pipeline.scheduler, pipeline.unet, pipeline.device
+    context = pipeline.encode_prompts(list(prompts))
+    uncond = pipeline.encode_prompts([""] * len(prompts))
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    latents = per_sample_randn((unet.in_channels, *pipeline._latent_shape()), generators, device, context.dtype)
+    both_contexts = torch.cat([uncond, context])
+    scheduler.set_timesteps(steps, device=device)
+    for t in scheduler.timesteps:
+        timesteps = t.reshape(1).expand(2 * len(prompts))
+        uncond_eps, cond_eps = unet(torch.cat([latents, latents]), timesteps, context=both_contexts).chunk(2)
+        latents, _ = scheduler.step(uncond_eps + guidance_scale * (cond_eps - uncond_eps), t, latents, eta=0.0)
+    return pipeline.decode(latents)
+
+
+def compare_text_to_image(pipeline, batch_size: int, steps: int, seed: int = 0, repeats: int = 3) -> dict:
+    """Time the same text-to-image sampling through the pipeline and through :func:`plain_text_to_image`.
+
+    Both draw the same initial noise and run deterministic DDIM on the scheduler's own timestep grid, so their
+    images must agree; the ratio is the pipeline's time over the plain loop's (median of ``repeats``).
+    """
+    prompts = ["Pleural Effusion"] * batch_size
+    seeds = [seed + i for i in range(batch_size)]
+    guidance = float(pipeline.sampling_defaults["guidance_scale"])
+    device = pipeline.device
+
+    def timed(sample) -> tuple[float, torch.Tensor]:
+        synchronize(device)
+        start = time.perf_counter()
+        images = sample()
+        synchronize(device)
+        return time.perf_counter() - start, images
+
+    def ours():
+        return pipeline(
+            None, None, prompts, num_inference_steps=steps, guidance_scale=guidance, eta=0.0, seed=seeds,
+            timestep_spacing="scheduler",
+        )  # fmt: skip
+
+    def plain():
+        return plain_text_to_image(pipeline, prompts, seeds, steps, guidance)
+
+    ours(), plain()  # warm-up
+    ours_runs = [timed(ours) for _ in range(repeats)]
+    plain_runs = [timed(plain) for _ in range(repeats)]
+    ours_seconds = float(np.median([s for s, _ in ours_runs]))
+    plain_seconds = float(np.median([s for s, _ in plain_runs]))
+    return {
+        "batch_size": batch_size, "steps": steps, "reference": "plain loop over the bundle's MONAI DDIMScheduler",
+        "pipeline_seconds": ours_seconds, "reference_seconds": plain_seconds, "ratio": ours_seconds / plain_seconds,
+        "max_abs_image_difference": float((ours_runs[0][1] - plain_runs[0][1]).abs().max()),
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def _bf16_autocast(pipeline):
+    with torch.autocast(pipeline.device.type, dtype=torch.bfloat16):
+        yield
+
+
+@contextlib.contextmanager
+def _channels_last(pipeline):
+    pipeline.unet.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        pipeline.unet.to(memory_format=torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def _compiled(pipeline):
+    pipeline.unet.compile()
+    try:
+        yield
+    finally:
+        pipeline.unet._compiled_call_impl = None  # nn.Module.compile's own switch back to eager
+
+
+@contextlib.contextmanager
+def _attention(pipeline, flash: bool):
+    blocks = [m for m in pipeline.unet.modules() if hasattr(m, "use_flash_attention")]
+    before = [m.use_flash_attention for m in blocks]
+    for m in blocks:
+        m.use_flash_attention = flash
+    try:
+        yield
+    finally:
+        for m, value in zip(blocks, before):
+            m.use_flash_attention = value
+
+
+VARIANTS = {
+    "fp32": contextlib.nullcontext,
+    "bf16-autocast": _bf16_autocast,
+    "channels-last": _channels_last,
+    "torch-compile": _compiled,
+    "sdpa-attention": lambda pipeline: _attention(pipeline, True),
+    "eager-attention": lambda pipeline: _attention(pipeline, False),
+}
+"""UNet execution variants: autocast, memory format, ``torch.compile``, and the UNet's ``use_flash_attention`` (torch
+SDPA, which picks flash attention on a GPU) against its plain matmul-softmax attention."""
+
+
+def measure_variant(
+    pipeline, conditions: Sequence[BenchmarkCondition], recipe: SamplingRecipe, variant: str, segmenter=None
+) -> RecipeResult:
+    """:func:`measure_recipe` under one of :data:`VARIANTS` (wall time only: per-call timing would break compiled
+    graphs and autocast regions apart)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {list(VARIANTS)}")
+    with VARIANTS[variant](pipeline):
+        return measure_recipe(pipeline, conditions, recipe, segmenter, split_network_time=False, variant=variant)

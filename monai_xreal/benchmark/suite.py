@@ -1,0 +1,144 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""The whole benchmark in one run: recipes at each batch size, the overhead point, the plain-loop ratio, variants."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from monai_xreal.benchmark.recipes import FAST_RECIPE, REFERENCE_RECIPE, SamplingRecipe
+from monai_xreal.benchmark.runner import (
+    VARIANTS,
+    benchmark_conditions,
+    compare_text_to_image,
+    measure_recipe,
+    measure_variant,
+)
+
+__all__ = ["hardware", "run_benchmark", "format_table"]
+
+
+def _cpu_name() -> str:
+    try:  # Linux names the model; platform.processor() is often just the architecture
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device) -> dict:
+    """The machine the figures belong to."""
+    info = {"device": str(device), "torch": torch.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}  # fmt: skip
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_benchmark(
+    pipeline,
+    segmenter=None,
+    num_images: int = 8,
+    batch_sizes: Sequence[int] = (1, 8),
+    recipes: Sequence[SamplingRecipe] = (REFERENCE_RECIPE, FAST_RECIPE),
+    overhead_point: tuple[int, int] | None = (2, 20),
+    text_to_image: bool = True,
+    variants: Sequence[str] = (),
+    seed: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """Measure every recipe at every batch size on the same ``num_images`` phantom conditions, then the overhead
+    point, the pipeline against a plain scheduler loop, and the execution variants.
+
+    Args:
+        pipeline: an :class:`~monai_xreal.XRealPipeline`.
+        segmenter: the anatomy judge, for the Dice beside each speed figure.
+        num_images: conditions per measurement (each with a finding region: both stages run).
+        batch_sizes: each recipe runs at each of these.
+        recipes: the sampling recipes.
+        overhead_point: ``(batch, steps)`` of the fast recipe whose overhead ratio is the headline, or ``None``.
+        text_to_image: compare text-to-image sampling against :func:`plain_text_to_image`.
+        variants: names from :data:`~monai_xreal.benchmark.runner.VARIANTS`, run on the fast recipe at the
+            largest batch size.
+        seed: phantom seed of the conditions.
+        progress: a progress bar over the measurements.
+
+    Returns:
+        ``{"hardware", "rows", "overhead", "text_to_image", "variants"}``, JSON-ready.
+    """
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    conditions = benchmark_conditions(num_images, max(64, pipeline.spatial_shape[0]), seed)
+    fast = recipes[-1]
+    rows = [recipe.with_batch(b) for recipe in recipes for b in batch_sizes]
+    overhead = None
+    if overhead_point is not None:
+        batch, steps = overhead_point
+        overhead = SamplingRecipe(
+            f"{fast.name}-overhead", steps, fast.scheduler, fast.eta, fast.batched_guidance, batch
+        )
+    variant_recipe = fast.with_batch(max(batch_sizes))
+    results: dict = {"hardware": hardware(pipeline.device), "num_images": num_images, "rows": [], "variants": []}
+    total = len(rows) + (overhead is not None) + len(variants) + text_to_image
+    with tqdm(total=total, desc="benchmark", unit="run", disable=not progress) as bar:
+        for recipe in rows:
+            bar.set_postfix_str(f"{recipe.name} batch {recipe.batch_size}")
+            results["rows"].append(measure_recipe(pipeline, conditions, recipe, segmenter).as_dict())
+            bar.update()
+        if overhead is not None:
+            bar.set_postfix_str("overhead")
+            results["overhead"] = measure_recipe(pipeline, conditions, overhead, segmenter).as_dict()
+            bar.update()
+        for variant in variants:
+            bar.set_postfix_str(variant)
+            results["variants"].append(
+                measure_variant(pipeline, conditions, variant_recipe, variant, segmenter).as_dict()
+            )
+            bar.update()
+        if text_to_image:
+            bar.set_postfix_str("text-to-image")
+            batch, steps = overhead_point or (2, fast.num_inference_steps)
+            results["text_to_image"] = compare_text_to_image(pipeline, batch, steps)
+            bar.update()
+    return results
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(results: dict) -> str:
+    """The benchmark as a Markdown table, with the overhead point and the plain-loop ratio underneath."""
+    columns = ("recipe", "variant", "batch", "steps", "solver", "CFG", "img/s", "UNet evals/img", "overhead",
+               "peak MiB", "Dice")  # fmt: skip
+    machine = results.get("hardware", {})
+    lines = [", ".join(f"{k}: {v}" for k, v in machine.items()), ""] if machine else []
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    rows = results["rows"] + ([results["overhead"]] if "overhead" in results else []) + results["variants"]
+    for r in rows:
+        cfg = "batched" if r["batched_guidance"] else "2 calls"
+        cells = (
+            r["name"], r["variant"], r["batch_size"], r["num_inference_steps"], f"{r['scheduler']} eta {r['eta']:g}",
+            cfg, f"{r['images_per_second']:.3f}", _cell(r["unet_evaluations_per_image"], ".0f"),
+            _cell(r["overhead"], ".3f"), _cell(r["peak_memory_mib"], ".0f"), _cell(r["mean_dice"], ".3f"),
+        )  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    if len(results["rows"]) > 1:
+        base = results["rows"][0]["images_per_second"]
+        speedups = [f"{r['name']} b{r['batch_size']} {r['images_per_second'] / base:.1f}x" for r in results["rows"][1:]]
+        lines += ["", "speed-up over the first row: " + ", ".join(speedups)]
+    if "text_to_image" in results:
+        t = results["text_to_image"]
+        lines.append(
+            f"text-to-image, batch {t['batch_size']}, {t['steps']} steps: pipeline / plain MONAI scheduler loop = "
+            f"{t['ratio']:.3f} (max image difference {t['max_abs_image_difference']:.1e})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Where sampling time goes: wall time, time inside the networks, UNet evaluations and peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["NetworkTimes", "time_networks", "PeakMemory", "peak_memory", "synchronize"]
+
+# the network entry points a pipeline calls: everything else in sampling is the sampler's own overhead
+_ENTRY_POINTS = {
+    "unet": ("forward",),
+    "controlnet": ("forward",),
+    "autoencoder": ("encode", "decode"),
+    "anatomy_controller": ("encode", "decode"),
+    "text_encoder": ("forward",),
+}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock read after it has seen it finish."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class NetworkTimes:
+    """Seconds spent inside each network, its calls, and the samples the UNet evaluated."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    unet_samples: int = 0  # batch rows through the UNet: one per image per step per guidance branch
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
+@contextlib.contextmanager
+def time_networks(pipeline, device: torch.device) -> Iterator[NetworkTimes]:
+    """Time every call into the pipeline's networks while the block runs.
+
+    Each network's entry points are wrapped on the instance (and restored afterwards); calls nested inside another
+    timed call (a ControlNet inside the controlled UNet is not nested, the UNet's own submodules are not wrapped)
+    count once. On a GPU each call is synchronised before and after, which is what makes the split honest.
+    """
+    times = NetworkTimes()
+    wrapped: list[tuple[nn.Module, str]] = []
+    depth = [0]
+
+    def wrap(name: str, module: nn.Module, method: str) -> None:
+        original = getattr(module, method)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if depth[0]:
+                return original(*args, **kwargs)
+            synchronize(device)
+            start = time.perf_counter()
+            depth[0] += 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                synchronize(device)
+                times.seconds[name] = times.seconds.get(name, 0.0) + time.perf_counter() - start
+                times.calls[name] = times.calls.get(name, 0) + 1
+                if name == "unet" and args:
+                    times.unet_samples += int(args[0].shape[0])
+
+        setattr(module, method, timed)
+        wrapped.append((module, method))
+
+    for name, methods in _ENTRY_POINTS.items():
+        module = getattr(pipeline, name, None)
+        if module is None:
+            continue
+        for method in methods:
+            wrap(name, module, method)
+    try:
+        yield times
+    finally:
+        for module, method in wrapped:
+            delattr(module, method)  # the instance attribute goes; the class method is back
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory of a block, in MiB: GPU memory allocated by torch, or the process's peak resident set on CPU."""
+
+    mib: float | None = None
+    kind: str = ""
+
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _resident_peak_mib() -> float | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    """Measure the peak memory of the block.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU (Linux): the process's peak resident set
+    (``VmHWM``) after resetting it through ``/proc/self/clear_refs``, so it includes everything the process holds
+    (weights, Python); ``None`` where the reset is not possible.
+    """
+    result = PeakMemory()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        result.mib, result.kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda allocated"
+        return
+    try:
+        _CLEAR_REFS.write_text("5")  # resets the peak resident set to the current one
+        resettable = True
+    except OSError:
+        resettable = False
+    yield result
+    if resettable:
+        result.mib, result.kind = _resident_peak_mib(), "process peak RSS"

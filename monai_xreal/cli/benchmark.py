@@ -1,0 +1,77 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""``monai-xreal benchmark``: sampling speed, overhead and memory side by side, with Dice beside every figure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from monai_xreal.errors import XRealInputError
+
+HELP = "benchmark controllable sampling: XReal's reference recipe against the fast settings, in one run"
+
+
+def add_parser(commands) -> None:
+    from monai_xreal.benchmark import FAST_RECIPE, VARIANTS
+
+    p = commands.add_parser(
+        "benchmark", help=HELP,
+        description=HELP + " (same weights, same machine): images/s, UNet evaluations per image, overhead over the "
+        "network time, peak memory and anatomy Dice; then text-to-image against a plain MONAI scheduler loop.",
+    )  # fmt: skip
+    p.add_argument("--bundle", type=Path, default=None, help="generator bundle (default: the embedded cxr_xreal)")
+    p.add_argument("--segmenter", type=Path, default=None, help="anatomy judge bundle (default: the embedded one)")
+    p.add_argument("--num-images", type=int, default=8, help="conditions per measurement (default: 8)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    p.add_argument("--fast-steps", type=int, default=FAST_RECIPE.num_inference_steps,
+                   help=f"steps of the fast recipe (default: {FAST_RECIPE.num_inference_steps})")  # fmt: skip
+    p.add_argument("--fast-scheduler", choices=("ddim", "pndm", "ddpm"), default=FAST_RECIPE.scheduler,
+                   help=f"solver of the fast recipe (default: {FAST_RECIPE.scheduler})")  # fmt: skip
+    p.add_argument("--fast-eta", type=float, default=FAST_RECIPE.eta, help="DDIM eta of the fast recipe")
+    p.add_argument("--reference-steps", type=int, default=100, help="steps of XReal's recipe (default: 100)")
+    p.add_argument("--skip-reference", action="store_true", help="measure the fast recipe only")
+    p.add_argument("--overhead-point", type=int, nargs=2, default=[2, 20], metavar=("BATCH", "STEPS"),
+                   help="batch and steps of the overhead headline (default: 2 20)")  # fmt: skip
+    p.add_argument("--variants", nargs="*", default=None, choices=list(VARIANTS), metavar="VARIANT",
+                   help=f"execution variants on the fast recipe: {', '.join(VARIANTS)} (default: all on a GPU, "
+                   "none on CPU)")  # fmt: skip
+    p.add_argument("--no-text-to-image", action="store_true", help="skip the plain-loop comparison")
+    p.add_argument("--seed", type=int, default=1000, help="phantom seed of the conditions (default: 1000)")
+    p.add_argument("--device", default=None, help="torch device (default: the bundle's)")
+    p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from monai_xreal import XRealPipeline
+    from monai_xreal.benchmark import FAST_RECIPE, REFERENCE_RECIPE, VARIANTS, format_table, run_benchmark
+    from monai_xreal.metrics import load_segmenter
+
+    counts = {"--num-images": [args.num_images], "--batch-sizes": args.batch_sizes, "--fast-steps": [args.fast_steps],
+              "--reference-steps": [args.reference_steps], "--overhead-point": args.overhead_point}  # fmt: skip
+    for flag, values in counts.items():
+        if any(v < 1 for v in values):
+            raise XRealInputError(flag, "must be positive integers")
+    if args.fast_eta < 0:
+        raise XRealInputError("--fast-eta", "must be >= 0")
+    if args.output is not None and not args.output.parent.is_dir():
+        raise XRealInputError("--output", f"folder {args.output.parent} does not exist")
+    pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
+    segmenter = load_segmenter(args.segmenter, device=pipeline.device)
+    variants = (
+        args.variants if args.variants is not None else (list(VARIANTS) if pipeline.device.type == "cuda" else [])
+    )
+    fast = replace(FAST_RECIPE, num_inference_steps=args.fast_steps, scheduler=args.fast_scheduler, eta=args.fast_eta)
+    reference = replace(REFERENCE_RECIPE, num_inference_steps=args.reference_steps)
+    results = run_benchmark(
+        pipeline, segmenter, num_images=args.num_images, batch_sizes=args.batch_sizes,
+        recipes=(fast,) if args.skip_reference else (reference, fast), overhead_point=tuple(args.overhead_point),
+        text_to_image=not args.no_text_to_image, variants=variants, seed=args.seed,
+    )  # fmt: skip
+    print(format_table(results))
+    if args.output is not None:
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(args.output)
+        print(f"wrote {args.output}")

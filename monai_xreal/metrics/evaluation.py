@@ -1,0 +1,301 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Evaluate a generator on real data and conditions: realism (FID), diversity, anatomy and pathology adherence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from monai_xreal.errors import XRealInputError
+from monai_xreal.io import load_cxr, load_mask
+from monai_xreal.metrics.adherence import ADHERENCE_LABELS, anatomy_dice, segment
+from monai_xreal.metrics.diversity import intra_condition_ms_ssim, ms_ssim_weights
+from monai_xreal.metrics.fid import extract_features, frechet_distance
+from monai_xreal.metrics.pathology import LabelClassifier, pathology_placement, requested_label_score
+
+__all__ = ["Sample", "GenerationEvaluation", "EvaluationResult", "load_real_images", "sample_seed"]
+
+
+def sample_seed(condition_seed: int, replica: int) -> int:
+    """The seed of replica ``replica`` of a condition: distinct per (condition seed, replica), reproducible."""
+    return int(np.random.SeedSequence([condition_seed, replica]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@dataclass
+class Sample:
+    """One generated image and what it was asked to follow."""
+
+    condition: int  # index into the conditions
+    replica: int
+    seed: int
+    prompt: str
+    image: torch.Tensor | None = None  # (1, H, W) in [0, 1]
+    counterfactual: torch.Tensor | None = None  # (1, H, W): same seed and masks, empty prompt
+
+
+@dataclass
+class EvaluationResult:
+    """The report (JSON-ready) and the samples behind it (for the figure)."""
+
+    report: dict
+    samples: list[Sample] = field(default_factory=list)
+    conditions: list[dict] = field(default_factory=list)  # with loaded "anatomy" / "pathology" (1, H, W) tensors
+
+    def save(self, report_path: str | Path, figure_path: str | Path | None = None) -> list[Path]:
+        """Write the report JSON and (optionally) the PNG figure; returns the files written."""
+        from monai_xreal.metrics.figures import evaluation_figure
+        from monai_xreal.visualize import save_rgb
+
+        report_path = Path(report_path)
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = report_path.with_name(report_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.report, indent=2, allow_nan=False, default=_jsonable))
+        tmp.replace(report_path)
+        written = [report_path]
+        if figure_path is not None:
+            written.append(save_rgb(evaluation_figure(self), figure_path))
+        return written
+
+
+def _jsonable(value):
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_real_images(items: Sequence[Mapping], size: Sequence[int], key: str = "image") -> torch.Tensor:
+    """``(N, 1, *size)`` real CXRs in [0, 1] from datalist items, resized (area) to the generated images' grid so
+    that FID compares content, not resolution."""
+    images = []
+    for item in tqdm(items, desc="real images", unit="img"):
+        if key not in item:
+            raise XRealInputError("real", f"a datalist item has no {key!r}: {dict(item)}")
+        image = load_cxr(item[key]).as_tensor()[None].float()
+        images.append(F.interpolate(image, size=tuple(size), mode="area") if image.shape[2:] != tuple(size) else image)
+    return torch.cat(images)
+
+
+class GenerationEvaluation:
+    """Generate ``num_samples`` images (``samples_per_condition`` per condition) and measure them.
+
+    Metrics (each computed when its ingredients are given):
+
+    - ``fid``: one value per feature extractor, real images against all generated images.
+    - ``diversity``: mean intra-condition MS-SSIM over all pairs of a condition's samples (lower is more diverse).
+    - ``anatomy``: Dice per structure between the requested label map and ``segmenter``'s reading of the image.
+    - ``pathology``: share of the generated pathology inside the requested mask (against the same seed and masks
+      with the empty prompt, see :func:`~monai_xreal.metrics.pathology.pathology_placement`), and ``classifier``'s
+      probability for the labels the prompt names, with the prompt and with the empty prompt.
+
+    Args:
+        pipeline: an :class:`monai_xreal.XRealPipeline`.
+        conditions: condition dicts (:func:`monai_xreal.data.load_conditions`): ``id``, ``prompt``, ``seed`` and
+            optional ``anatomy`` / ``pathology`` file paths or ``(1, H, W)`` tensors. Used in order, cycled when
+            ``num_samples`` needs more.
+        real_images: ``(N, 1, H, W)`` real images in [0, 1] (:func:`load_real_images`); needed for FID only.
+        num_samples: generated images in all.
+        samples_per_condition: ``K`` samples of each condition (different seeds); 4 gives the field's 6 pairs.
+        extractors: ``{name: feature extractor}`` for FID (:mod:`monai_xreal.metrics.extractors`).
+        segmenter: the anatomy judge (:func:`monai_xreal.metrics.load_segmenter`).
+        classifier: a :class:`~monai_xreal.metrics.pathology.LabelClassifier`.
+        batch_size: images per pipeline call.
+        pathology_counterfactuals: sample each pathology condition again with the empty prompt, for placement
+            (doubles the sampling of those conditions).
+        sampling: keyword arguments of every pipeline call (``num_inference_steps``, ``control``, ...).
+        progress: progress bars.
+    """
+
+    def __init__(
+        self,
+        pipeline,
+        conditions: Sequence[Mapping],
+        real_images: torch.Tensor | None = None,
+        num_samples: int = 64,
+        samples_per_condition: int = 4,
+        extractors: Mapping[str, nn.Module] | None = None,
+        segmenter: nn.Module | None = None,
+        classifier: LabelClassifier | None = None,
+        batch_size: int = 8,
+        pathology_counterfactuals: bool = True,
+        sampling: Mapping | None = None,
+        progress: bool = True,
+    ) -> None:
+        if num_samples < 1 or samples_per_condition < 1 or batch_size < 1:
+            raise XRealInputError("num_samples", "sample counts and batch size must be positive integers")
+        if not conditions:
+            raise XRealInputError("conditions", "no conditions to generate from")
+        if extractors and real_images is None:
+            raise XRealInputError("real", "FID needs real images")
+        self.pipeline = pipeline
+        self.conditions = [self._load_condition(c) for c in conditions]
+        self.real_images = real_images
+        self.num_samples = int(num_samples)
+        self.samples_per_condition = int(samples_per_condition)
+        self.extractors = dict(extractors or {})
+        self.segmenter = segmenter
+        self.classifier = classifier
+        self.batch_size = int(batch_size)
+        self.pathology_counterfactuals = pathology_counterfactuals
+        self.sampling = dict(sampling or {})
+        self.progress = progress
+
+    def _load_condition(self, condition: Mapping) -> dict:
+        loaded = {"id": str(condition.get("id", "")), "prompt": str(condition.get("prompt", "")),
+                  "seed": int(condition.get("seed", 0))}  # fmt: skip
+        for key in ("anatomy", "pathology"):
+            value = condition.get(key)
+            if value is not None:
+                mask = value if isinstance(value, torch.Tensor) else load_mask(value, key)
+                mask = torch.as_tensor(mask).float()
+                mask = mask if mask.ndim == 3 else mask[None]
+                # an empty finding region is no finding: sample the prompt on the anatomy stage instead
+                loaded[key] = None if key == "pathology" and not mask.any() else mask
+        return loaded
+
+    # -- the run, top to bottom ----------------------------------------------------------------------------------
+
+    def run(self) -> EvaluationResult:
+        """Generate, then measure; returns the report and the samples."""
+        samples = self._plan()
+        self._generate(samples)
+        generated = torch.stack([s.image for s in samples])
+        report = {"settings": self._settings(), "metrics": {}}
+        metrics = report["metrics"]
+        if self.extractors:
+            metrics["fid"] = self._fid(generated)
+        if self.samples_per_condition > 1:
+            metrics["diversity"] = self._diversity(samples)
+        if self.segmenter is not None:
+            metrics["anatomy"] = self._anatomy(samples)
+        with_finding = [s for s in samples if self.conditions[s.condition].get("pathology") is not None]
+        if with_finding and (self.pathology_counterfactuals or self.classifier is not None):
+            metrics["pathology"] = self._pathology(with_finding)
+        return EvaluationResult(report, samples, self.conditions)
+
+    def _plan(self) -> list[Sample]:
+        samples = []
+        for index in range(self.num_samples):
+            group, replica_in_group = divmod(index, self.samples_per_condition)
+            cycle, condition = divmod(group, len(self.conditions))
+            replica = cycle * self.samples_per_condition + replica_in_group
+            seed = sample_seed(self.conditions[condition]["seed"], replica)
+            samples.append(Sample(condition, replica, seed, self.conditions[condition]["prompt"]))
+        return samples
+
+    def _generate(self, samples: list[Sample]) -> None:
+        # a pipeline call takes conditions of one kind (with or without anatomy, a finding region); keep kinds apart
+        kinds: dict[tuple[bool, bool], list[Sample]] = {}
+        for sample in samples:
+            condition = self.conditions[sample.condition]
+            kind = (condition.get("anatomy") is not None, condition.get("pathology") is not None)
+            kinds.setdefault(kind, []).append(sample)
+        size = self.batch_size
+        batches = [group[i : i + size] for group in kinds.values() for i in range(0, len(group), size)]
+        for batch in tqdm(batches, desc="generating", unit="batch", disable=not self.progress):
+            conditions = [self.conditions[s.condition] for s in batch]
+            anatomy = _stack([c.get("anatomy") for c in conditions], "anatomy")
+            pathology = _stack([c.get("pathology") for c in conditions], "pathology")
+            seeds = [s.seed for s in batch]
+            images = self.pipeline(anatomy, pathology, [s.prompt for s in batch], seed=seeds, **self.sampling).cpu()
+            counterfactuals = None
+            if pathology is not None and self.pathology_counterfactuals:
+                counterfactuals = self.pipeline(anatomy, pathology, "", seed=seeds, **self.sampling).cpu()
+            for i, sample in enumerate(batch):
+                sample.image = images[i]
+                sample.counterfactual = None if counterfactuals is None else counterfactuals[i]
+
+    def _settings(self) -> dict:
+        return {
+            "num_samples": self.num_samples,
+            "samples_per_condition": self.samples_per_condition,
+            "num_conditions": len(self.conditions),
+            "num_real": 0 if self.real_images is None else len(self.real_images),
+            "image_size": list(self.pipeline.spatial_shape),
+            "sampling": {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in self.sampling.items()},
+            "sampling_defaults": dict(self.pipeline.sampling_defaults),
+        }
+
+    def _fid(self, generated: torch.Tensor) -> dict:
+        values = {}
+        for name, extractor in self.extractors.items():
+            real = extract_features(extractor, self.real_images, self.batch_size)
+            fake = extract_features(extractor, generated, self.batch_size)
+            values[name] = {
+                "fid": frechet_distance(real, fake), "feature_dim": int(real.shape[1]), "num_real": len(real),
+                "num_generated": len(fake), "fewer_samples_than_dimensions": min(len(real), len(fake)) <= real.shape[1],
+            }  # fmt: skip
+        return values
+
+    def _diversity(self, samples: list[Sample]) -> dict:
+        by_condition: dict[int, list[torch.Tensor]] = {}
+        for sample in samples:
+            by_condition.setdefault(sample.condition, []).append(sample.image)
+        scores = [intra_condition_ms_ssim(torch.stack(images)) for images in by_condition.values() if len(images) > 1]
+        if not scores:
+            return {"num_conditions": 0}
+        return {
+            "ms_ssim": float(np.mean(scores)), "std": float(np.std(scores)), "num_conditions": len(scores),
+            "scale_weights": list(ms_ssim_weights(min(samples[0].image.shape[1:]))),
+        }  # fmt: skip
+
+    def _anatomy(self, samples: list[Sample]) -> dict:
+        scored = [s for s in samples if self.conditions[s.condition].get("anatomy") is not None]
+        if not scored:
+            return {"num_samples": 0}
+        dice = []
+        for i in range(0, len(scored), self.batch_size):
+            batch = scored[i : i + self.batch_size]
+            images = torch.stack([s.image for s in batch])
+            requested = _stack([self.conditions[s.condition]["anatomy"] for s in batch], "anatomy", images.shape[2:])
+            dice.append(anatomy_dice(segment(self.segmenter, images), requested))
+        dice = torch.cat(dice)
+        per_sample = dice.mean(dim=1)
+        return {
+            "mean_dice": float(per_sample.mean()),
+            "std_dice": float(per_sample.std()) if len(per_sample) > 1 else 0.0,
+            "min_dice": float(per_sample.min()),
+            "per_label": {name: float(dice[:, i].mean()) for i, name in enumerate(ADHERENCE_LABELS.values())},
+            "num_samples": len(per_sample),
+        }
+
+    def _pathology(self, samples: list[Sample]) -> dict:
+        result: dict = {"num_samples": len(samples)}
+        images = torch.stack([s.image for s in samples])
+        if self.pathology_counterfactuals:
+            counterfactuals = torch.stack([s.counterfactual for s in samples])
+            requested = _stack([self.conditions[s.condition]["pathology"] for s in samples], "pathology")
+            inside, area = pathology_placement(images, counterfactuals, requested)
+            result["placement"] = {"inside_fraction": _nanmean(inside), "mask_area_fraction": _nanmean(area)}
+        if self.classifier is not None:
+            prompts = [s.prompt for s in samples]
+            scores = requested_label_score(self.classifier, images, prompts)
+            result["classifier"] = {"requested_label_probability": _nanmean(scores),
+                                    "num_scored": int((~scores.isnan()).sum())}  # fmt: skip
+            if self.pathology_counterfactuals:
+                baseline = requested_label_score(self.classifier, counterfactuals, prompts)
+                result["classifier"]["empty_prompt_probability"] = _nanmean(baseline)
+        return result
+
+
+def _nanmean(values: torch.Tensor) -> float | None:
+    kept = values[~values.isnan()]
+    return float(kept.mean()) if len(kept) else None
+
+
+def _stack(masks: Sequence[torch.Tensor | None], name: str, size: Sequence[int] | None = None) -> torch.Tensor | None:
+    """``(B, 1, H, W)`` from ``(1, H, W)`` masks (all given or all ``None``), resized (nearest) to ``size`` or to the
+    first mask's grid."""
+    if all(m is None for m in masks):
+        return None
+    if any(m is None for m in masks):
+        raise ValueError(f"a batch mixes samples with and without {name}")
+    size = tuple(size) if size is not None else tuple(masks[0].shape[1:])
+    resized = [m[None] if tuple(m.shape[1:]) == size else F.interpolate(m[None], size=size, mode="nearest-exact")
+               for m in masks]  # fmt: skip
+    return torch.cat(resized)

@@ -1,0 +1,140 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Benchmark parts: network timing and UNet evaluation counts, guidance batching, the plain-loop reference, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from monai_xreal.benchmark import (
+    REFERENCE_RECIPE,
+    SamplingRecipe,
+    benchmark_conditions,
+    compare_text_to_image,
+    format_table,
+    measure_recipe,
+    measure_variant,
+    peak_memory,
+    time_networks,
+)
+from monai_xreal.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def conditions(tiny_pipeline):
+    return benchmark_conditions(3, 64, seed=5)
+
+
+def test_benchmark_conditions_have_finding_regions(conditions):
+    assert len(conditions) == 3 and len({c.prompt for c in conditions}) == 3
+    assert all(c.pathology.any() and c.anatomy.max() >= 3 for c in conditions)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_unet_evaluations_are_counted_per_image_and_branch(tiny_pipeline, anatomy, pathology, batched):
+    steps = 3
+    with time_networks(tiny_pipeline, torch.device("cpu")) as times:
+        tiny_pipeline(anatomy.repeat(2, 1, 1, 1), pathology.repeat(2, 1, 1, 1), "Pleural Effusion",
+                      num_inference_steps=steps, seed=0, batched_guidance=batched)  # fmt: skip
+    # anatomy stage: one evaluation per image and step; pathology stage: two (guidance branches)
+    assert times.unet_samples == 2 * (steps + 2 * steps)
+    assert times.calls["unet"] == steps + (1 if batched else 2) * steps
+    assert times.calls["anatomy_controller"] == 2  # encode + decode
+    assert times.calls["autoencoder"] == 2 + 2  # encode both stages' known latents, decode both stages
+    assert 0 < times.total
+    # the wrappers are gone afterwards
+    assert "forward" not in vars(tiny_pipeline.unet) and "encode" not in vars(tiny_pipeline.autoencoder)
+
+
+def test_batched_and_unbatched_guidance_give_the_same_images(tiny_pipeline, anatomy, pathology):
+    kwargs = dict(num_inference_steps=3, seed=4, guidance_scale=5.0)
+    batched = tiny_pipeline(anatomy, pathology, "Pneumothorax", batched_guidance=True, **kwargs)
+    separate = tiny_pipeline(anatomy, pathology, "Pneumothorax", batched_guidance=False, **kwargs)
+    assert torch.allclose(batched, separate, atol=1e-5)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with peak_memory(torch.device("cpu")) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert memory.kind == "process peak RSS" and memory.mib is not None and memory.mib > 64
+
+
+def test_measure_recipe_row(tiny_pipeline, conditions):
+    from monai_xreal.metrics import load_segmenter
+
+    recipe = SamplingRecipe("tiny", 2, batch_size=2)
+    result = measure_recipe(tiny_pipeline, conditions, recipe, load_segmenter())
+    row = result.as_dict()
+    assert row["images"] == 3 and row["batch_size"] == 2
+    assert row["unet_evaluations_per_image"] == pytest.approx(2 + 2 * 2)
+    assert row["overhead"] >= 1.0 and row["images_per_second"] > 0
+    assert 0 <= row["mean_dice"] <= 1
+    reference = measure_recipe(tiny_pipeline, conditions, REFERENCE_RECIPE.__class__("ref", 2, batched_guidance=False))
+    assert reference.as_dict()["network_calls"]["unet"] > row["network_calls"]["unet"]
+
+
+def test_variants_run_and_restore_the_unet(tiny_pipeline, conditions):
+    recipe = SamplingRecipe("tiny", 1, batch_size=3)
+    flags = [m.use_flash_attention for m in tiny_pipeline.unet.modules() if hasattr(m, "use_flash_attention")]
+    for variant in ("eager-attention", "channels-last", "bf16-autocast"):
+        row = measure_variant(tiny_pipeline, conditions, recipe, variant).as_dict()
+        assert row["variant"] == variant and row["images_per_second"] > 0 and row["overhead"] is None
+    after = [m.use_flash_attention for m in tiny_pipeline.unet.modules() if hasattr(m, "use_flash_attention")]
+    assert after == flags
+    assert next(tiny_pipeline.unet.parameters()).is_contiguous()
+    with pytest.raises(ValueError, match="unknown variant"):
+        measure_variant(tiny_pipeline, conditions, recipe, "fp8")
+
+
+def test_pipeline_matches_a_plain_scheduler_loop(tiny_bundle):
+    from monai_xreal import XRealPipeline
+
+    pipeline = XRealPipeline.from_bundle(tiny_bundle, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    for parameter in pipeline.unet.parameters():  # zero-initialised layers would make every prediction zero
+        if not parameter.any():
+            parameter.data = 0.05 * torch.randn(parameter.shape, generator=generator)
+    result = compare_text_to_image(pipeline, batch_size=2, steps=3, repeats=1)
+    assert result["max_abs_image_difference"] < 1e-5
+    assert result["ratio"] > 0 and result["pipeline_seconds"] > 0
+
+
+def test_benchmark_command(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main([
+        "benchmark", "--bundle", str(tiny_bundle), "--num-images", "2", "--batch-sizes", "1", "2",
+        "--reference-steps", "2", "--fast-steps", "1", "--overhead-point", "2", "1", "--variants", "eager-attention",
+        "--output", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [(r["name"], r["batch_size"]) for r in results["rows"]] == [
+        ("xreal-reference", 1),
+        ("xreal-reference", 2),
+        ("fast", 1),
+        ("fast", 2),
+    ]
+    reference, fast = results["rows"][0], results["rows"][2]
+    assert reference["unet_evaluations_per_image"] == pytest.approx(3 * 2)  # XReal: 1 + 2 per step
+    assert fast["unet_evaluations_per_image"] == pytest.approx(3 * 1)
+    assert results["overhead"]["batch_size"] == 2 and results["overhead"]["overhead"] >= 1
+    assert results["variants"][0]["variant"] == "eager-attention"
+    assert results["text_to_image"]["ratio"] > 0
+    printed = capsys.readouterr().out
+    assert "| xreal-reference |" in printed and "speed-up" in printed
+    assert format_table(results).count("\n| ") == 1 + 4 + 1 + 1  # header, rows, overhead, variant
+
+
+@pytest.mark.parametrize("argv", [["--num-images", "0"], ["--batch-sizes", "0"], ["--variants", "fp8"],
+                                  ["--output", "/no/such/dir/b.json"]])  # fmt: skip
+def test_benchmark_command_bad_input_is_one_line(argv, capsys):
+    try:
+        code = main(["benchmark", *argv])
+    except SystemExit as exit_:
+        code = int(exit_.code)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err
