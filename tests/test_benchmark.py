@@ -48,6 +48,46 @@ def test_unet_evaluations_are_counted_per_image_and_branch(tiny_pipeline, anatom
     assert "forward" not in vars(tiny_pipeline.unet) and "encode" not in vars(tiny_pipeline.autoencoder)
 
 
+def test_overhead_sees_time_spent_outside_the_networks(tiny_pipeline, conditions, monkeypatch):
+    import time
+
+    import monai_xreal.control.sampling as sampling
+
+    recipe = SamplingRecipe("tiny", 2, batch_size=3)
+    plain = measure_recipe(tiny_pipeline, conditions, recipe)
+    step = sampling.scheduler_step
+    delay = 0.05
+
+    def slow_step(*args, **kwargs):
+        time.sleep(delay)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "scheduler_step", slow_step)
+    slowed = measure_recipe(tiny_pipeline, conditions, recipe)
+    steps = 2 * recipe.num_inference_steps  # one scheduler step per step of each stage, one batch
+    outside = slowed.split_seconds - slowed.network.total
+    assert outside >= steps * delay
+    assert slowed.overhead > plain.overhead
+    assert slowed.network.unet_samples == plain.network.unet_samples == 3 * (2 + 2 * 2)
+
+
+def test_nested_and_shared_timers_restore_the_modules(tiny_pipeline):
+    from types import SimpleNamespace
+
+    unet, autoencoder = tiny_pipeline.unet, tiny_pipeline.autoencoder
+    shared = SimpleNamespace(unet=unet, autoencoder=autoencoder, anatomy_controller=autoencoder)
+    x = torch.randn(1, unet.in_channels, 16, 16)
+    context = tiny_pipeline.encode_prompts(["a"])
+    with time_networks(shared, torch.device("cpu")) as outer:
+        with time_networks(tiny_pipeline, torch.device("cpu")) as inner:
+            unet(x, torch.tensor([10]), context=context)
+        assert "forward" in vars(unet)  # the outer wrapper is back in place
+        unet(x, torch.tensor([10]), context=context)
+    assert inner.calls["unet"] == 1 and outer.calls["unet"] == 2 and outer.unet_samples == 2
+    assert "anatomy_controller" not in outer.calls  # the same module under two names counts once
+    assert "forward" not in vars(unet) and "encode" not in vars(autoencoder)
+
+
 def test_batched_and_unbatched_guidance_give_the_same_images(tiny_pipeline, anatomy, pathology):
     kwargs = dict(num_inference_steps=3, seed=4, guidance_scale=5.0)
     batched = tiny_pipeline(anatomy, pathology, "Pneumothorax", batched_guidance=True, **kwargs)
@@ -55,11 +95,17 @@ def test_batched_and_unbatched_guidance_give_the_same_images(tiny_pipeline, anat
     assert torch.allclose(batched, separate, atol=1e-5)
 
 
-def test_peak_memory_sees_a_large_allocation():
-    with peak_memory(torch.device("cpu")) as memory:
-        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+def test_peak_memory_is_reset_for_each_block():
+    cpu = torch.device("cpu")
+    with peak_memory(cpu) as large:
+        block = torch.ones(256 * 2**20 // 4)  # 256 MiB, touched
         del block
-    assert memory.kind == "process peak RSS" and memory.mib is not None and memory.mib > 64
+    with peak_memory(cpu) as small:
+        block = torch.ones(2**20 // 4)
+        del block
+    assert large.kind == small.kind == "process peak RSS"
+    # the second block's peak no longer holds the first block's allocation
+    assert large.mib - small.mib > 200
 
 
 def test_measure_recipe_row(tiny_pipeline, conditions):
@@ -129,7 +175,8 @@ def test_benchmark_command(tiny_bundle, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [["--num-images", "0"], ["--batch-sizes", "0"], ["--variants", "fp8"],
-                                  ["--output", "/no/such/dir/b.json"]])  # fmt: skip
+                                  ["--output", "/no/such/dir/b.json"], ["--output", "/tmp"],
+                                  ["--num-images", "4", "--batch-sizes", "8"], ["--device", "cuda:7"]])  # fmt: skip
 def test_benchmark_command_bad_input_is_one_line(argv, capsys):
     try:
         code = main(["benchmark", *argv])

@@ -33,6 +33,8 @@ def test_relative_paths_resolve_against_the_datalist_and_seeds_default(tmp_path,
         ({"conditions": [{"id": "a", "anatomy": "missing.png"}]}, "no such file"),
         ({"conditions": [{"id": "a"}, {"id": "a"}]}, "duplicated"),
         ({"conditions": [{"id": "a", "mask": "x"}]}, "unknown field"),
+        ({"conditions": [{"id": "a", "seed": -1}]}, "non-negative integer"),
+        ({"conditions": [{"id": "a", "seed": "abc"}]}, "non-negative integer"),
     ],
 )
 def test_bad_datalists(tmp_path, content, match):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from monai.metrics import FIDMetric
@@ -73,17 +74,21 @@ def test_fid_below_feature_dimension_is_exact_and_symmetric():
 def test_fid_with_randomly_initialised_extractors(name):
     torch.manual_seed(0)
     extractor = load_feature_extractor(name, None)
-    images = torch.rand(6, 1, 48, 48)
+    images = torch.rand(6, 1, 48, 48) * 0.6
     features = extract_features(extractor, images, batch_size=4)
     assert features.shape == (6, extractor.feature_dim)
     # a batch iterable gives the same features as one tensor
     assert torch.allclose(extract_features(extractor, list(images.split(2))), features, atol=1e-5)
     assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
-    brighter = extract_features(extractor, (images * 0.5 + 0.5).clamp(0, 1))
-    darker = extract_features(extractor, images * 0.25)
-    assert frechet_distance(features, brighter) > 0
-    assert frechet_distance(features, brighter) == pytest.approx(frechet_distance(brighter, features), rel=1e-6)
-    assert frechet_distance(features, darker) > 0
+    # brighter images move further away (seeded: a random network need not be monotonic for every draw)
+    shifted = [extract_features(extractor, images + shift) for shift in (0.02, 0.1, 0.4)]
+    distances = [frechet_distance(features, other) for other in shifted]
+    assert 0 < distances[0] < distances[1] < distances[2]
+    assert distances[1] == pytest.approx(frechet_distance(shifted[1], features), rel=1e-6)
+    # a known shift of the extractor's features adds exactly its squared length
+    direction = torch.randn(extractor.feature_dim)
+    moved = frechet_distance(features.double(), features.double() + direction.double())
+    assert moved == pytest.approx(float(direction.double().square().sum()), rel=1e-6)
 
 
 # -- diversity ---------------------------------------------------------------------------------------------------
@@ -262,17 +267,48 @@ def test_generation_evaluation_report(responsive_pipeline, phantom_set, tmp_path
     assert metrics["pathology"]["num_samples"] == with_finding
     assert 0 <= placement["inside_fraction"] <= 1 and 0 < placement["mask_area_fraction"] < 1
     assert 0 <= metrics["pathology"]["classifier"]["requested_label_probability"] <= 1
-    # the samples are the pipeline's own, seed for seed
-    first = result.samples[0]
-    condition = evaluation.conditions[first.condition]
-    again = responsive_pipeline(condition["anatomy"][None], condition.get("pathology"), first.prompt, seed=first.seed,
-                          num_inference_steps=2)  # fmt: skip
-    assert torch.allclose(again[0], first.image, atol=1e-5)
+    # the samples are the pipeline's own, seed for seed, and a counterfactual is the same call with the empty prompt
+    sample = next(s for s in result.samples if "pathology" in conditions[s.condition])
+    condition = evaluation.conditions[sample.condition]
+    masks = (condition["anatomy"][None], condition["pathology"][None])
+    again = responsive_pipeline(*masks, sample.prompt, seed=sample.seed, num_inference_steps=2)
+    assert torch.allclose(again[0], sample.image, atol=1e-5)
+    empty = responsive_pipeline(*masks, "", seed=sample.seed, num_inference_steps=2)
+    assert torch.allclose(empty[0], sample.counterfactual, atol=1e-5)
+    assert not torch.allclose(sample.image, sample.counterfactual, atol=1e-4)
+
+    with pytest.raises(XRealInputError, match="different paths"):
+        result.save(tmp_path / "same.json", tmp_path / "same.json")
+    assert not list(tmp_path.iterdir())  # nothing half-written
     report, figure = result.save(tmp_path / "report.json", tmp_path / "report.png")
     assert json.loads(report.read_text())["metrics"]["anatomy"]["num_samples"] == 10
     from PIL import Image
 
     assert Image.open(figure).size[0] > 5 * responsive_pipeline.spatial_shape[0] / 2
+
+
+def test_placement_is_undefined_when_the_prompt_changes_nothing(tiny_pipeline, phantom_set):
+    from monai_xreal.data import load_conditions
+
+    # the tiny bundle's UNet has its zero-initialised layers untouched, so it ignores the prompt entirely
+    conditions = [c for c in load_conditions(phantom_set / "conditions.json") if "pathology" in c]
+    evaluation = GenerationEvaluation(
+        tiny_pipeline, conditions[:1], num_samples=2, samples_per_condition=2, sampling={"num_inference_steps": 1},
+        progress=False,
+    )  # fmt: skip
+    placement = evaluation.run().report["metrics"]["pathology"]["placement"]
+    assert placement["inside_fraction"] is None and 0 < placement["mask_area_fraction"] < 1
+
+
+def test_bad_conditions_fail_before_sampling(tiny_pipeline, tmp_path):
+    from conftest import save_mask
+
+    bad = save_mask(np.full((1, 32, 32), 9, np.uint8), tmp_path, "bad")
+    with pytest.raises(XRealInputError, match=r"conditions\[c0\].*labels \[9\]"):
+        GenerationEvaluation(tiny_pipeline, [{"id": "c0", "anatomy": str(bad), "prompt": ""}], progress=False)
+    with pytest.raises(XRealInputError, match="two real images"):
+        GenerationEvaluation(tiny_pipeline, [{"id": "c0", "prompt": "x"}], torch.rand(1, 1, 8, 8),
+                             extractors={"x": nn.Identity()}, progress=False)  # fmt: skip
 
 
 def test_sample_seeds_are_distinct_and_stable():
@@ -305,6 +341,8 @@ def test_evaluate_command(tiny_bundle, phantom_set, tmp_path, capsys):
         (["--fid", "inception-pytorch-fid=/no/such/pt_inception.pth"], "pt_inception-2015-12-05"),
         (["--num-samples", "0"], "--num-samples"),
         (["--conditions", "/no/such/conditions.json"], "no such file"),
+        (["--device", "cuda:7"], "no such CUDA device"),
+        (["--output", "/tmp"], "must be a .json path"),
     ],
 )
 def test_evaluate_command_bad_input_is_one_line(tiny_bundle, phantom_set, tmp_path, capsys, extra, message):

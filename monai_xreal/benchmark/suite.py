@@ -76,6 +76,9 @@ def run_benchmark(
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    largest = max([*batch_sizes, *(overhead_point[:1] if overhead_point else ())])
+    if largest > num_images:
+        raise ValueError(f"a batch of {largest} needs at least {largest} images (num_images is {num_images})")
     conditions = benchmark_conditions(num_images, max(64, pipeline.spatial_shape[0]), seed)
     fast = recipes[-1]
     rows = [recipe.with_batch(b) for recipe in recipes for b in batch_sizes]
@@ -86,7 +89,8 @@ def run_benchmark(
             f"{fast.name}-overhead", steps, fast.scheduler, fast.eta, fast.batched_guidance, batch
         )
     variant_recipe = fast.with_batch(max(batch_sizes))
-    results: dict = {"hardware": hardware(pipeline.device), "num_images": num_images, "rows": [], "variants": []}
+    results: dict = {"hardware": hardware(pipeline.device), "num_images": num_images, "rows": [], "variants": [],
+                     "variant_failures": {}}  # fmt: skip
     total = len(rows) + (overhead is not None) + len(variants) + text_to_image
     with tqdm(total=total, desc="benchmark", unit="run", disable=not progress) as bar:
         for recipe in rows:
@@ -135,10 +139,13 @@ def format_table(results: dict) -> str:
         base = results["rows"][0]["images_per_second"]
         speedups = [f"{r['name']} b{r['batch_size']} {r['images_per_second'] / base:.1f}x" for r in results["rows"][1:]]
         lines += ["", "speed-up over the first row: " + ", ".join(speedups)]
+    for variant, failure in results.get("variant_failures", {}).items():
+        lines.append(f"variant {variant} failed: {failure}")
     if "text_to_image" in results:
         t = results["text_to_image"]
         lines.append(
             f"text-to-image, batch {t['batch_size']}, {t['steps']} steps: pipeline / plain MONAI scheduler loop = "
-            f"{t['ratio']:.3f} (max image difference {t['max_abs_image_difference']:.1e})"
+            f"{t['ratio']:.3f} (median of {t['repeats']}, alternating; best {t['min_ratio']:.3f}; max image difference "
+            f"{t['max_abs_image_difference']:.1e})"
         )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from monai_xreal.cli.options import torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "measure anatomy adherence: Dice between requested label maps and the segmentation of the generated CXRs"
@@ -26,7 +27,7 @@ def add_parser(commands) -> None:
     p.add_argument("--guidance-scale", type=float, default=7.0, help="classifier-free guidance (default: 7.0)")
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
     p.add_argument("--batch-size", type=int, default=8, help="conditions per pipeline call (default: 8)")
-    p.add_argument("--device", default=None, help="torch device (default: the bundle's)")
+    p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.add_argument("--output", type=Path, default=None, help="write the summary and per-sample Dice as JSON")
     p.add_argument("--figure", type=Path, default=None, help="write a PNG grid of generated images with their masks")
     p.set_defaults(run=run)

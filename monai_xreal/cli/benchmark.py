@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from monai_xreal.cli.options import torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "benchmark controllable sampling: XReal's reference recipe against the fast settings, in one run"
@@ -38,7 +39,7 @@ def add_parser(commands) -> None:
                    "none on CPU)")  # fmt: skip
     p.add_argument("--no-text-to-image", action="store_true", help="skip the plain-loop comparison")
     p.add_argument("--seed", type=int, default=1000, help="phantom seed of the conditions (default: 1000)")
-    p.add_argument("--device", default=None, help="torch device (default: the bundle's)")
+    p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.set_defaults(run=run)
 
@@ -53,10 +54,13 @@ def run(args) -> None:
     for flag, values in counts.items():
         if any(v < 1 for v in values):
             raise XRealInputError(flag, "must be positive integers")
+    largest = max([*args.batch_sizes, args.overhead_point[0]])
+    if largest > args.num_images:
+        raise XRealInputError("--num-images", f"must be at least the largest batch ({largest})")
     if args.fast_eta < 0:
         raise XRealInputError("--fast-eta", "must be >= 0")
-    if args.output is not None and not args.output.parent.is_dir():
-        raise XRealInputError("--output", f"folder {args.output.parent} does not exist")
+    if args.output is not None and (not args.output.parent.is_dir() or args.output.is_dir()):
+        raise XRealInputError("--output", f"{args.output} is a folder, or its folder does not exist")
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
     variants = (

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from monai_xreal.cli.options import torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "evaluate a generator bundle: FID, intra-condition MS-SSIM, anatomy Dice and pathology placement"
@@ -48,7 +49,7 @@ def add_parser(commands) -> None:
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance weight (default: the bundle's)")
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
     p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default: 8)")
-    p.add_argument("--device", default=None, help="torch device (default: the bundle's)")
+    p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.set_defaults(run=run)
 
 
@@ -60,12 +61,16 @@ def run(args) -> None:
             raise XRealInputError(f"--{name.replace('_', '-')}", "must be a positive integer")
     if args.steps is not None and args.steps < 1:
         raise XRealInputError("--steps", "must be a positive integer")
+    if args.output.suffix.lower() != ".json":
+        raise XRealInputError("--output", f"must be a .json path, got {args.output}")
     figure = args.figure if args.figure is not None else args.output.with_suffix(".png")
+    if figure.suffix.lower() != ".png":
+        raise XRealInputError("--figure", f"must be a .png path, got {figure}")
     for flag, path in (("--output", args.output), ("--figure", figure)):
         if not path.parent.is_dir():
             raise XRealInputError(flag, f"folder {path.parent} does not exist")
-    if figure.suffix.lower() != ".png":
-        raise XRealInputError("--figure", f"must be a .png path, got {figure}")
+        if path.is_dir():
+            raise XRealInputError(flag, f"{path} is a folder")
     names = [name for name, _ in args.fid]
     if len(set(names)) != len(names):
         raise XRealInputError("--fid", "an extractor is named twice")

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from monai_xreal.control import SCHEDULERS
+from monai_xreal.cli.options import torch_device
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import FORMATS, load_mask, save_images, staged_output
 
@@ -37,7 +38,9 @@ def add_parser(commands) -> None:
     p.add_argument("--output-dir", type=Path, required=True, help="folder for the images")
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="image format (default: png)")
     p.add_argument("--prefix", default="xreal", help="file name prefix (default: xreal)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--device", type=torch_device, default=None, help="torch device (default: cuda if available, else cpu)"
+    )
     p.set_defaults(run=run)
 
 
@@ -49,11 +52,7 @@ def run(args: argparse.Namespace) -> list[Path]:
             raise XRealInputError(name, f"must be a positive integer, got {getattr(args, name)}")
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise XRealInputError("device", str(err)) from err
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = XRealPipeline.from_bundle(args.bundle, device=device)
     pipe.prepare_conditions(anatomy, pathology, args.prompt)  # every bad input fails here, before any work
 

@@ -57,7 +57,7 @@ def load_conditions(path: str | Path, base_seed: int = 0) -> list[dict]:
         item = {
             "id": str(entry.get("id", f"condition_{index:05d}")),
             "prompt": str(entry.get("prompt", "")),
-            "seed": int(entry.get("seed", base_seed + index)),
+            "seed": _seed(entry.get("seed", base_seed + index), f"{where}.seed"),
         }
         if item["id"] in seen or "/" in item["id"] or not item["id"]:
             raise XRealInputError(f"{where}.id", f"{item['id']!r} is duplicated or not a valid file name")
@@ -72,3 +72,10 @@ def load_conditions(path: str | Path, base_seed: int = 0) -> list[dict]:
             item[key] = str(file.resolve())
         conditions.append(item)
     return conditions
+
+
+def _seed(value, where: str) -> int:
+    # torch generators and numpy seed sequences both need a non-negative integer
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise XRealInputError(where, f"a seed must be a non-negative integer, got {value!r}")
+    return value

@@ -17,7 +17,7 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 def ms_ssim_weights(size: int, kernel_size: int = 11) -> tuple[float, ...]:
     """The first scales of :data:`MS_SSIM_WEIGHTS` that an image of side ``size`` supports, renormalised to sum 1.
 
-    Five scales need a side above 160 for an 11-pixel window (MONAI's check); a 128-pixel image keeps four. The
+    Five scales need a side of 176 or more for an 11-pixel window (MONAI's check); a 128-pixel image keeps four. The
     report records the weights used, since MS-SSIM values are only comparable at the same scales.
 
     Raises:

@@ -50,19 +50,31 @@ class EvaluationResult:
     conditions: list[dict] = field(default_factory=list)  # with loaded "anatomy" / "pathology" (1, H, W) tensors
 
     def save(self, report_path: str | Path, figure_path: str | Path | None = None) -> list[Path]:
-        """Write the report JSON and (optionally) the PNG figure; returns the files written."""
-        from monai_xreal.metrics.figures import evaluation_figure
-        from monai_xreal.visualize import save_rgb
+        """Write the report JSON and (optionally) the PNG figure, both or neither; returns the files written."""
+        from PIL import Image
 
-        report_path = Path(report_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = report_path.with_name(report_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.report, indent=2, allow_nan=False, default=_jsonable))
-        tmp.replace(report_path)
-        written = [report_path]
-        if figure_path is not None:
-            written.append(save_rgb(evaluation_figure(self), figure_path))
-        return written
+        from monai_xreal.metrics.figures import evaluation_figure
+
+        targets = [Path(report_path)] + ([Path(figure_path)] if figure_path is not None else [])
+        if len({t.resolve() for t in targets}) != len(targets):
+            raise XRealInputError("figure", "the figure and the report need different paths")
+        text = json.dumps(self.report, indent=2, allow_nan=False, default=_jsonable)
+        figure = evaluation_figure(self) if figure_path is not None else None  # before any file is touched
+        staged = [t.with_name(t.name + ".tmp") for t in targets]
+        try:
+            for target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            staged[0].write_text(text)
+            if figure is not None:
+                Image.fromarray(figure).save(staged[1], format="PNG")
+            for tmp, target in zip(staged, targets):
+                tmp.replace(target)
+        except OSError as err:
+            raise XRealInputError("output", f"cannot write {err.filename}: {err.strerror}") from err
+        finally:
+            for tmp in staged:
+                tmp.unlink(missing_ok=True)
+        return targets
 
 
 def _jsonable(value):
@@ -130,9 +142,12 @@ class GenerationEvaluation:
             raise XRealInputError("num_samples", "sample counts and batch size must be positive integers")
         if not conditions:
             raise XRealInputError("conditions", "no conditions to generate from")
-        if extractors and real_images is None:
-            raise XRealInputError("real", "FID needs real images")
+        if extractors and (real_images is None or len(real_images) < 2):
+            raise XRealInputError("real", "FID needs at least two real images")
+        if extractors and num_samples < 2:
+            raise XRealInputError("num_samples", "FID needs at least two generated images")
         self.pipeline = pipeline
+        self.sampling = dict(sampling or {})
         self.conditions = [self._load_condition(c) for c in conditions]
         self.real_images = real_images
         self.num_samples = int(num_samples)
@@ -142,7 +157,6 @@ class GenerationEvaluation:
         self.classifier = classifier
         self.batch_size = int(batch_size)
         self.pathology_counterfactuals = pathology_counterfactuals
-        self.sampling = dict(sampling or {})
         self.progress = progress
 
     def _load_condition(self, condition: Mapping) -> dict:
@@ -156,6 +170,12 @@ class GenerationEvaluation:
                 mask = mask if mask.ndim == 3 else mask[None]
                 # an empty finding region is no finding: sample the prompt on the anatomy stage instead
                 loaded[key] = None if key == "pathology" and not mask.any() else mask
+        # every condition is checked by the pipeline's own rules now, before any sampling
+        batch = [None if loaded.get(k) is None else loaded[k][None] for k in ("anatomy", "pathology")]
+        try:
+            self.pipeline.prepare_conditions(*batch, loaded["prompt"], self.sampling.get("control", "xreal"))
+        except XRealInputError as err:
+            raise XRealInputError(f"conditions[{loaded['id']}]", str(err)) from err
         return loaded
 
     # -- the run, top to bottom ----------------------------------------------------------------------------------
@@ -236,11 +256,14 @@ class GenerationEvaluation:
         by_condition: dict[int, list[torch.Tensor]] = {}
         for sample in samples:
             by_condition.setdefault(sample.condition, []).append(sample.image)
-        scores = [intra_condition_ms_ssim(torch.stack(images)) for images in by_condition.values() if len(images) > 1]
-        if not scores:
+        groups = [torch.stack(images) for images in by_condition.values() if len(images) > 1]
+        if not groups:
             return {"num_conditions": 0}
+        scores = [intra_condition_ms_ssim(group) for group in groups]
         return {
             "ms_ssim": float(np.mean(scores)), "std": float(np.std(scores)), "num_conditions": len(scores),
+            # conditions reused when num_samples asks for more than K per condition pool all their samples
+            "samples_per_condition": sorted({len(group) for group in groups}),
             "scale_weights": list(ms_ssim_weights(min(samples[0].image.shape[1:]))),
         }  # fmt: skip
 

@@ -142,7 +142,10 @@ def _bundle_classifier(root: Path, device: torch.device | str) -> LabelClassifie
     weights = root / "models" / "model.pt"
     if not weights.is_file():
         raise XRealInputError("classifier", f"missing weight file {weights}")
-    network = load_weights(parser.get_parsed_content("network_def"), weights)
+    try:
+        network = load_weights(parser.get_parsed_content("network_def"), weights)
+    except XRealInputError as err:
+        raise XRealInputError("classifier", str(err)) from err
     return LabelClassifier(network.to(device), labels, int(shape[0]) if shape else None)
 
 

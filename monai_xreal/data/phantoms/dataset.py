@@ -122,7 +122,7 @@ def write_phantom_set(
 
 
 def _condition(item: dict, has_region: bool, seed: int) -> dict:
-    # without a finding region the prompt ("No Finding", "Cardiomegaly") conditions the anatomy stage
+    # without a finding region (e.g. "No Finding") the prompt conditions the anatomy stage
     condition = {"id": item["id"], "anatomy": item["anatomy"], "prompt": BuildPrompt()(item["labels"]), "seed": seed}
     return {**condition, "pathology": item["pathology"]} if has_region else condition
 
