@@ -1,0 +1,11 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Weights from other implementations into MONAI networks: each format's key map in one place."""
+
+from monai_xreal.interop.compvis import (
+    LDM_PREFIXES,
+    ldm_autoencoder_to_monai,
+    ldm_unet_to_monai,
+    load_exactly,
+    read_checkpoint,
+    strip_prefix,
+)
