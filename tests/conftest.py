@@ -53,6 +53,16 @@ def save_mask(array: np.ndarray, folder: Path, name: str, ext: str = ".png") -> 
     return folder / f"{name}{ext}"
 
 
+def randomise_weights(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Every parameter random and large enough that attention is far from uniform: zero-initialised layers or
+    near-uniform attention would hide a wrong weight map (swapping query and key moves outputs by ~6e-4)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(std * torch.randn(parameter.shape, generator=generator))
+    return module.eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "cxr_xreal_tiny")

@@ -8,6 +8,7 @@ import re
 import diffusers
 import pytest
 import torch
+from conftest import randomise_weights
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
 from monai_xreal.errors import XRealInputError
@@ -19,16 +20,6 @@ TOLERANCE = 1e-5  # the issue asks for 1e-4; float32 round-off here is ~2e-6
 UNET_LEVELS = (False, True, True)
 UNET_CHANNELS = (32, 64, 64)
 CONTEXT = 24
-
-
-def _randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere, large enough that attention is far from uniform: zero-initialised layers or
-    near-uniform attention would hide a wrong map (swapping query and key moves the outputs by ~6e-4 here)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return module.eval()
 
 
 # -- UNet -------------------------------------------------------------------------------------------------------------
@@ -92,7 +83,7 @@ def _unet() -> CompVisDiffusionModelUNet:
 
 
 def test_compvis_unet_is_exact_against_diffusers():
-    original = _randomise(_unet())
+    original = randomise_weights(_unet())
     checkpoint = {"model.diffusion_model." + _monai_to_ldm_unet(k): v.clone() for k, v in original.state_dict().items()}
 
     # diffusers reads the CompVis checkpoint with its own converter into its own network: the reference
@@ -184,7 +175,7 @@ def _ldm_autoencoder_names() -> list[str]:
 
 
 def test_compvis_autoencoder_is_exact_against_diffusers():
-    reference = _randomise(diffusers.AutoencoderKL(
+    reference = randomise_weights(diffusers.AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=AE_CHANNELS, layers_per_block=L,
         latent_channels=3, norm_num_groups=32,

@@ -9,3 +9,9 @@ from monai_xreal.interop.compvis import (
     read_checkpoint,
     strip_prefix,
 )
+from monai_xreal.interop.diffusers import (
+    diffusers_autoencoder_arguments,
+    diffusers_autoencoder_to_monai,
+    diffusers_unet_arguments,
+    diffusers_unet_to_monai,
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -214,10 +214,33 @@ def ldm_autoencoder_to_monai(
         XRealInputError: a key outside the map, named.
     """
     tables = _autoencoder_block_indices(num_res_blocks, attention_levels)
+    kept = {k: v for k, v in state.items() if not k.startswith("loss.")}
+    return autoencoder_keys_to_monai(kept, tables, _compvis_autoencoder_block)
+
+
+def _compvis_autoencoder_block(path: str, sub: str, key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+    if path == "norm_out":
+        return sub, value
+    if path == "conv_out" or path.endswith("downsample"):
+        return "conv." + sub, value  # conv.weight -> conv.conv.weight for the downsampler
+    if path.endswith("upsample"):
+        return "post" + sub.replace("conv.", "conv.conv.", 1), value
+    if ".attn" in path or path == "mid.attn_1":
+        return _renamed(sub, _AE_ATTENTION, key), value[:, :, 0, 0] if value.ndim == 4 else value
+    return _renamed(sub, _AE_RESBLOCK, key), value
+
+
+def autoencoder_keys_to_monai(
+    state: Mapping[str, torch.Tensor],
+    tables: Mapping[str, Mapping[str, int]],
+    block: Callable[[str, str, str, torch.Tensor], tuple[str, torch.Tensor]],
+) -> dict[str, torch.Tensor]:
+    """The walk every KL-autoencoder format shares: its ``quant_conv`` split into mean and log-variance rows,
+    ``post_quant_conv``, each part's ``conv_in``, then each block found by the longest module path in ``tables``
+    (``{"encoder": {path: index in MONAI's blocks}, "decoder": {...}}``) and renamed by ``block(path, rest of the key,
+    key, tensor)``, which returns the name under ``<part>.blocks.<index>.`` and the (reshaped) tensor."""
     converted = {}
     for key, value in state.items():
-        if key.startswith("loss."):
-            continue
         if key.startswith("quant_conv."):
             half, rest = value.shape[0] // 2, key[len("quant_conv.") :]
             converted[f"quant_conv_mu.conv.{rest}"] = value[:half]
@@ -235,19 +258,8 @@ def ldm_autoencoder_to_monai(
         path = next((p for p in sorted(tables[part], key=len, reverse=True) if rest.startswith(p + ".")), None)
         if path is None:
             raise XRealInputError("input", f"unknown autoencoder key {key!r}")
-        sub, base = rest[len(path) + 1 :], f"{part}.blocks.{tables[part][path]}."
-        if path == "norm_out":
-            converted[base + sub] = value
-        elif path == "conv_out":
-            converted[base + "conv." + sub] = value
-        elif path.endswith("downsample"):
-            converted[base + "conv." + sub] = value  # conv.weight -> conv.conv.weight
-        elif path.endswith("upsample"):
-            converted[base + "post" + sub.replace("conv.", "conv.conv.", 1)] = value
-        elif ".attn" in path or path == "mid.attn_1":
-            converted[base + _renamed(sub, _AE_ATTENTION, key)] = value[:, :, 0, 0] if value.ndim == 4 else value
-        else:
-            converted[base + _renamed(sub, _AE_RESBLOCK, key)] = value
+        name, value = block(path, rest[len(path) + 1 :], key, value)
+        converted[f"{part}.blocks.{tables[part][path]}.{name}"] = value
     return converted
 
 
