@@ -63,6 +63,15 @@ def randomise_weights(module: torch.nn.Module, seed: int = 0, std: float = 0.2) 
     return module.eval()
 
 
+@torch.no_grad()
+def autoencoder_differences(ours, reference, images: torch.Tensor, latents: torch.Tensor) -> list[float]:
+    """Largest differences between a MONAI KL autoencoder and a diffusers one: latent mean, sigma, decoding."""
+    mu, sigma = ours.encode(images)
+    posterior = reference.encode(images).latent_dist
+    decoded = ours.decode(latents) - reference.decode(latents).sample
+    return [float(d.abs().max()) for d in (mu - posterior.mean, sigma - posterior.std, decoded)]
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "cxr_xreal_tiny")
