@@ -72,6 +72,11 @@ class XRealPipeline:
         embedding_cache_size: how many prompt embeddings to keep between calls.
         sampling_defaults: values of ``__call__``'s sampling knobs used when a call leaves them ``None``
             (:data:`XREAL_SAMPLING` for the knobs not given; a bundle sets them for its weights).
+        image_range: the values the autoencoder's images span: ``(0, 1)`` for XReal / Cheff and MONAI-trained
+            models, ``(-1, 1)`` for Stable Diffusion fine-tunes; the pipeline's images are always in [0, 1].
+        families: the model family each latent-space network was trained in, e.g.
+            ``{"autoencoder": "xreal:3f2a...", "anatomy_controller": "xreal:3f2a..."}``; an anatomy controller from
+            another family than the autoencoder is refused (it was trained against that LDM's latent space).
     """
 
     def __init__(
@@ -88,7 +93,15 @@ class XRealPipeline:
         device: torch.device | str | None = None,
         embedding_cache_size: int = 128,
         sampling_defaults: Mapping[str, float] | None = None,
+        image_range: Sequence[float] = (0.0, 1.0),
+        families: Mapping[str, str] | None = None,
     ) -> None:
+        _check_family(anatomy_controller, families or {})
+        low, high = (float(v) for v in image_range)
+        if not high > low:
+            raise XRealInputError("image_range", f"must be (low, high) with high > low, got {tuple(image_range)}")
+        self.image_range = (low, high)
+        self.families = dict(families or {})
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.unet = unet.eval().requires_grad_(False)
         self.text_encoder = text_encoder.eval().requires_grad_(False)
@@ -156,13 +169,17 @@ class XRealPipeline:
 
     def encode(self, images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
         """Scaled latent sample ``(B, C, h, w)`` of images ``(B, 1, H, W)`` in [0, 1]; noise from ``generators``."""
+        low, high = self.image_range
+        images = images * (high - low) + low
         z_mu, z_sigma = self.autoencoder.encode(_to_channels(images, self.autoencoder.encoder.in_channels))
         noise = per_sample_randn(z_mu.shape[1:], generators, z_mu.device, z_mu.dtype)
         return (z_mu + z_sigma * noise) * self.scale_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Images ``(B, 1, H, W)`` in [0, 1] from scaled latents."""
-        return _to_gray(self.autoencoder.decode(latents / self.scale_factor).clamp(0, 1))
+        low, high = self.image_range
+        images = (self.autoencoder.decode(latents / self.scale_factor) - low) / (high - low)
+        return _to_gray(images.clamp(0, 1))
 
     # -- generation ------------------------------------------------------------------------------------------
 
@@ -368,6 +385,16 @@ class XRealPipeline:
         # AutoencoderKL halves the grid at every level but the last
         factor = 2 ** (len(self.autoencoder.encoder.channels) - 1)
         return (self.spatial_shape[0] // factor, self.spatial_shape[1] // factor)
+
+
+def _check_family(anatomy_controller: nn.Module | None, families: Mapping[str, str]) -> None:
+    """Refuse an anatomy controller trained in another model family than the LDM's autoencoder."""
+    ours, theirs = families.get("autoencoder"), families.get("anatomy_controller")
+    if anatomy_controller is not None and ours is not None and theirs is not None and ours != theirs:
+        raise XRealInputError(
+            "anatomy_controller", f"comes from model family {theirs!r} but the autoencoder from {ours!r}: an anatomy "
+            "controller only works with the latent diffusion model it was trained with",
+        )  # fmt: skip
 
 
 def _as_mask_batch(mask, argument: str) -> torch.Tensor:

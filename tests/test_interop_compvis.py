@@ -174,12 +174,8 @@ def _ldm_autoencoder_names() -> list[str]:
                     "post_quant_conv.bias"]  # fmt: skip
 
 
-def test_compvis_autoencoder_is_exact_against_diffusers():
-    reference = randomise_weights(diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=AE_CHANNELS, layers_per_block=L,
-        latent_channels=3, norm_num_groups=32,
-    ))  # fmt: skip
+def compvis_autoencoder_state(reference: diffusers.AutoencoderKL) -> dict[str, torch.Tensor]:
+    """A diffusers autoencoder's tensors under their CompVis names, as diffusers' own converter reads them."""
     # which diffusers tensor each CompVis name is, by diffusers' own converter (each name probed with its index)
     names = _ldm_autoencoder_names()
     probe = {f"first_stage_model.{name}": torch.tensor([float(i)]) for i, name in enumerate(names)}
@@ -192,6 +188,20 @@ def test_compvis_autoencoder_is_exact_against_diffusers():
         value = theirs[key]
         is_attention = name.split(".")[-2] in ("q", "k", "v", "proj_out")
         checkpoint[name] = value[:, :, None, None] if is_attention and value.ndim == 2 else value  # CompVis: 1x1 convs
+    return checkpoint
+
+
+def tiny_diffusers_autoencoder() -> diffusers.AutoencoderKL:
+    return randomise_weights(diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=AE_CHANNELS, layers_per_block=L,
+        latent_channels=3, norm_num_groups=32,
+    ))  # fmt: skip
+
+
+def test_compvis_autoencoder_is_exact_against_diffusers():
+    reference = tiny_diffusers_autoencoder()
+    checkpoint = compvis_autoencoder_state(reference)
     checkpoint["loss.logvar"] = torch.zeros(())  # training-only entries of an autoencoder checkpoint are left out
 
     converted = CompVisAutoencoderKL(channels=AE_CHANNELS, num_res_blocks=L, latent_channels=3).eval()

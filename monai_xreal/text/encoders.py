@@ -44,15 +44,28 @@ class HFTextEncoder(nn.Module):
     every prompt's embedding has the same shape and conditional / unconditional batches can be concatenated.
 
     Args:
-        path: a folder holding ``config.json``, the weights and the tokenizer files. Never a hub name.
+        path: a folder holding ``config.json`` and the weights (and the tokenizer files unless ``tokenizer_path``
+            is given). Never a hub name.
         max_length: tokens per prompt (longer prompts are truncated).
+        tokenizer_path: a separate tokenizer folder (diffusers keeps ``tokenizer/`` beside ``text_encoder/``).
+        use_attention_mask: mask the padding tokens. Stable Diffusion pipelines run CLIP without a mask, so the
+            padded positions' embeddings (which the UNet attends to) depend on it: match what the model was trained on.
     """
 
     weights_in_bundle = False  # its weights are the local model folder's, not the bundle's
 
-    def __init__(self, path: str | Path, max_length: int = 77) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        max_length: int = 77,
+        tokenizer_path: str | Path | None = None,
+        use_attention_mask: bool = True,
+    ) -> None:
         super().__init__()
         folder = Path(path)
+        tokenizer_folder = Path(tokenizer_path) if tokenizer_path is not None else folder
+        if not tokenizer_folder.is_dir():
+            raise XRealInputError("text_encoder", f"missing tokenizer folder {tokenizer_folder}")
         if not (folder / "config.json").is_file():
             raise XRealInputError(
                 "text_encoder", f"missing file {folder / 'config.json'} (a local model folder is required)"
@@ -61,7 +74,7 @@ class HFTextEncoder(nn.Module):
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_folder), local_files_only=True)
             model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
         finally:
             transformers.utils.logging.enable_progress_bar()
@@ -69,6 +82,7 @@ class HFTextEncoder(nn.Module):
         # CLIP-style checkpoints hold both towers; only the text tower conditions the UNet
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False)
         self.max_length = max_length
+        self.use_attention_mask = use_attention_mask
         self.embed_dim = int(model.config.get_text_config().hidden_size)
 
     @torch.no_grad()
@@ -78,7 +92,8 @@ class HFTextEncoder(nn.Module):
         tokens = self.tokenizer(
             list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         )
-        tokens = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        used = ("input_ids", "attention_mask", "token_type_ids") if self.use_attention_mask else ("input_ids",)
+        tokens = {k: v.to(device) for k, v in tokens.items() if k in used}
         return self.model(**tokens).last_hidden_state
 
 

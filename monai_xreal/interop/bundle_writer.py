@@ -1,0 +1,176 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Write a :class:`~monai_xreal.interop.convert.Conversion` as a MONAI bundle that ``XRealPipeline.from_bundle`` and
+``python -m monai.bundle run`` use like the embedded ``cxr_xreal`` bundle.
+
+The configs start from ``cxr_xreal``'s (one source for the sampling, data and evaluator ids) with the networks,
+text encoder, scheduler and model constants replaced. The bundle is built in a hidden sibling folder and renamed
+into place at the end, so a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from monai_xreal import __version__
+from monai_xreal.bundle import NETWORK_IDS, WEIGHT_STEMS, default_bundle_path, save_weights
+from monai_xreal.errors import XRealInputError
+from monai_xreal.interop.convert import Conversion, sha256
+
+__all__ = ["write_bundle"]
+
+_TEXT_ENCODER_ID = "text_encoder"
+
+
+def _inference_config(conversion: Conversion) -> dict:
+    config = json.loads((default_bundle_path() / "configs" / "inference.json").read_text())
+    for component, config_id in NETWORK_IDS.items():
+        config[config_id] = conversion.networks[component][0] if component in conversion.networks else None
+    config["network_def"] = "@diffusion_unet_def"
+    config["latent_channels"] = conversion.networks["unet"][0]["in_channels"]
+    config[_TEXT_ENCODER_ID] = conversion.text_encoder or conversion.networks["text_encoder"][0]
+    config["noise_scheduler"] = conversion.scheduler
+    config["scale_factor"] = conversion.scale_factor
+    config["image_range"] = list(conversion.image_range)
+    config["families"] = conversion.families
+    config["pipeline"].update(image_range="@image_range", families="@families")
+    config["pipeline"]["sampling_defaults"]["anatomy_step_fraction"] = 0.5  # XReal's published value
+    config["num_inference_steps"], config["anatomy_step_fraction"] = 100, 0.5
+    return config
+
+
+def _metadata(conversion: Conversion, name: str) -> dict:
+    meta = json.loads((default_bundle_path() / "configs" / "metadata.json").read_text())
+    size = list(conversion.spatial_shape)
+    factor = 2 ** (len(conversion.networks["autoencoder"][0]["channels"]) - 1)
+    latent = [s // factor for s in size]
+    channels = conversion.networks["unet"][0]["in_channels"]
+    formats = meta["network_data_format"]
+    for part in (formats["inputs"]["image"], formats["outputs"]["pred"]):
+        part.update(num_channels=channels, spatial_shape=latent)
+        part["channel_def"] = {str(i): f"latent {i}" for i in range(channels)}
+    for key in ("anatomy", "pathology"):
+        formats["inputs"][key]["spatial_shape"] = size
+    meta["generated_data_format"]["spatial_shape"] = size
+    meta.update(
+        version="0.1.0", changelog={"0.1.0": f"converted from {conversion.source_format} weights by monai-xreal"},
+        name=name, required_packages_version={"monai-xreal": __version__},
+        task="Anatomy- and pathology-controlled chest X-ray generation on converted weights",
+        description=f"XReal's controllable sampling over a latent diffusion model converted from the "
+        f"{conversion.source_format} format. " + " ".join(conversion.notes),
+        intended_use="Research. The converted model's own license and intended use apply.",
+        data_source="see the source model's documentation",
+    )  # fmt: skip
+    return meta
+
+
+def _readme(conversion: Conversion, name: str, meta: dict) -> str:
+    rows = "\n".join(f"| `{k}` | `{v['sha256']}` |" for k, v in meta["conversion"]["inputs"].items())
+    components = ", ".join(sorted(conversion.networks) + (["text encoder folder"] if conversion.text_encoder else []))
+    anatomy = (
+        "The anatomy controller came with the model (same family), so anatomy masks are followed."
+        if "anatomy_controller" in conversion.networks
+        else "This model has no anatomy controller: generation follows the pathology region and prompt only. "
+        "Train one against this autoencoder (`configs/train_anatomy_controller.json` of `cxr_xreal`) to add it."
+    )
+    notes = "\n".join(f"- {line}" for line in conversion.notes)
+    return f"""# {name}
+
+Converted by `monai-xreal convert --from {conversion.source_format}` (monai-xreal {__version__}, {date.today()}).
+Networks: {components}. Scale factor {conversion.scale_factor}, images in {list(conversion.image_range)} for the
+autoencoder, {conversion.spatial_shape[0]}x{conversion.spatial_shape[1]} pixels.
+
+{anatomy}
+
+{notes}
+
+## Use
+
+```python
+from monai_xreal import XRealPipeline
+pipeline = XRealPipeline.from_bundle("{name}")
+```
+or `python -m monai.bundle run --config_file configs/inference.json --bundle_root .` over `sample_data/`.
+
+## Inputs (SHA-256)
+
+| file | sha256 |
+|---|---|
+{rows}
+
+Output files and their SHA-256 are in `configs/metadata.json` under `conversion.outputs`.
+"""
+
+
+def _sample_data(target: Path, has_anatomy: bool) -> None:
+    source = default_bundle_path() / "sample_data"
+    target.mkdir(parents=True)
+    for name in ("anatomy.png", "pathology.png"):
+        shutil.copy2(source / name, target / name)
+    conditions = [{"id": "sample_effusion", "pathology": "pathology.png", "prompt": "Pleural Effusion"}]
+    if has_anatomy:
+        conditions = [{**conditions[0], "anatomy": "anatomy.png"}, {"id": "sample_anatomy_only", "anatomy":
+                      "anatomy.png", "prompt": ""}]  # fmt: skip
+    (target / "conditions.json").write_text(json.dumps({"conditions": conditions}, indent=2) + "\n")
+
+
+def write_bundle(
+    conversion: Conversion,
+    output: str | Path,
+    safetensors: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write ``conversion`` as a bundle at ``output`` (which must not exist or be empty).
+
+    Args:
+        conversion: a reader's result.
+        output: the bundle folder to create.
+        safetensors: also write ``models/*.safetensors`` copies of the ``.pt`` weights.
+        progress: called with a short description before each step.
+
+    Returns:
+        ``output``.
+    """
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise XRealInputError("output_bundle", f"{output} exists and is not empty")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    step = progress or (lambda _: None)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        step("weights")
+        for component, (_, module) in conversion.networks.items():
+            for suffix in (".pt", ".safetensors") if safetensors else (".pt",):
+                save_weights(module, staging / "models" / f"{WEIGHT_STEMS[component]}{suffix}")
+        for name, folder in conversion.copied_folders.items():
+            shutil.copytree(folder, staging / "models" / name)
+        step("configs")
+        _sample_data(staging / "sample_data", "anatomy_controller" in conversion.networks)
+        (staging / "configs").mkdir()
+        config = _inference_config(conversion)
+        (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=4) + "\n")
+        shutil.copy2(default_bundle_path() / "configs" / "logging.conf", staging / "configs" / "logging.conf")
+        step("checksums")
+        meta = _metadata(conversion, output.name)
+        meta["conversion"] = {
+            "source_format": conversion.source_format,
+            "converted_with": f"monai-xreal {__version__}",
+            "inputs": {str(p): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in conversion.inputs},
+        }
+        (staging / "docs").mkdir()
+        (staging / "docs" / "README.md").write_text(_readme(conversion, output.name, meta))
+        meta["conversion"]["outputs"] = {
+            p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()
+        }  # every file but metadata.json itself, which is written last
+        (staging / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
