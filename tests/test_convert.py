@@ -96,6 +96,8 @@ def xreal_release(tmp_path_factory):
     torch.save({"state_dict": backbone, "global_step": 10}, folder / "backbone.pth")
     torch.save({"state_dict": {**compvis_autoencoder_state(controller), "loss.logvar": torch.zeros(())}},
                folder / "anatomy_controller.pth")  # fmt: skip
+    torch.save({"state_dict": {**compvis_autoencoder_state(autoencoder), "loss.logvar": torch.zeros(())}},
+               folder / "ldm_ae.pth")  # fmt: skip
     (folder / "config.yaml").write_text(yaml.safe_dump(_original_config()))
     return folder, text
 
@@ -107,7 +109,8 @@ def test_compvis_conversion_matches_diffusers_single_file_and_x_transformers(xre
     argv = ["convert", "--from", "compvis", "--input", str(folder), "--output-bundle", str(out),
             "--original-config", str(config), "--safetensors"]  # fmt: skip
     assert main(argv) == 0
-    _check_metadata(out, [folder / "backbone.pth", folder / "anatomy_controller.pth"])
+    _check_metadata(out, [folder / "backbone.pth", folder / "anatomy_controller.pth", folder / "ldm_ae.pth"])
+    assert "ldm_ae.pth equals the backbone's first_stage_model" in (out / "docs" / "README.md").read_text()
     assert (out / "models" / "model.safetensors").is_file() and (out / "models" / "model_text_encoder.pt").is_file()
     pipeline = XRealPipeline.from_bundle(out, device="cpu")
 

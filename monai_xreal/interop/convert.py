@@ -157,6 +157,15 @@ def from_compvis(path: str | Path, original_config: str | Path | None = None, em
             args, _AUTOENCODER, _compvis_autoencoder(controller_state, args), f"{controller} (anatomy controller)"
         )
         inputs.append(controller)
+    notes = [f"UNet weights: {'EMA (model_ema.*)' if ema else 'trained (model.diffusion_model.*)'}.",
+             f"Original config: {original_config or 'not given; XReal published values used'}."]  # fmt: skip
+    standalone = path / "ldm_ae.pth" if path.is_dir() else None
+    if standalone is not None and standalone.is_file():  # XReal ships its first stage on its own too
+        same = _same_tensors(strip_prefix(read_checkpoint(standalone), "first_stage_model.") or
+                             read_checkpoint(standalone), parts["autoencoder"])  # fmt: skip
+        notes.append(f"ldm_ae.pth {'equals' if same else 'differs from'} the backbone's first_stage_model; the "
+                     "backbone's (the one its UNet was trained on) is used.")  # fmt: skip
+        inputs.append(standalone)
     scheduler = compvis_scheduler_definition(settings)
     check_betas(ConfigParser({"s": scheduler}).get_parsed_content("s"), state.get("betas"), str(backbone))
     image_size = int(settings["image_size"])
@@ -164,9 +173,15 @@ def from_compvis(path: str | Path, original_config: str | Path | None = None, em
         source_format="compvis", inputs=inputs, networks=networks, scheduler=scheduler,
         scale_factor=float(settings["scale_factor"]), image_range=(0.0, 1.0), spatial_shape=(image_size, image_size),
         families={component: family for component in ("autoencoder", "anatomy_controller") if component in networks},
-        notes=[f"UNet weights: {'EMA (model_ema.*)' if ema else 'trained (model.diffusion_model.*)'}.",
-               f"Original config: {original_config or 'not given; XReal published values used'}."],
+        notes=notes,
     )  # fmt: skip
+
+
+def _same_tensors(first: Mapping[str, torch.Tensor], second: Mapping[str, torch.Tensor]) -> bool:
+    """Equal networks: the same keys (training-loss entries aside) holding equal tensors."""
+    first = {k: v for k, v in first.items() if not k.startswith("loss.")}
+    second = {k: v for k, v in second.items() if not k.startswith("loss.")}
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def _compvis_autoencoder(state: Mapping[str, torch.Tensor], arguments: Mapping[str, Any]) -> dict:
