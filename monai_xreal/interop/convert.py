@@ -4,6 +4,7 @@ MONAI networks: one reader per format, each returning a :class:`Conversion` that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -79,8 +80,15 @@ class Conversion:
     notes: list[str] = field(default_factory=list)
 
 
-def sha256(path: Path, chunk: int = 1 << 24) -> str:
-    """Hex SHA-256 of a file, read in chunks (multi-GB checkpoints)."""
+def sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks; remembered per (path, mtime, size), since a multi-GB checkpoint is
+    hashed both for its family and for the bundle's metadata."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, mtime_ns: int, size: int, chunk: int = 1 << 24) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
