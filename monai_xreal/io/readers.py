@@ -14,12 +14,13 @@ from monai_xreal.transforms import EnsureMask2D
 __all__ = ["load_mask"]
 
 
-def load_mask(path: str | Path, argument: str) -> torch.Tensor:
+def load_mask(path: str | Path, argument: str, keep_meta: bool = False) -> torch.Tensor:
     """A mask file as a ``(1, H, W)`` tensor in MONAI's reader order.
 
     Args:
         path: PNG, NIfTI, DICOM or any file a MONAI reader takes.
         argument: the name reported in errors.
+        keep_meta: return the reader's ``MetaTensor`` (affine, file name) rather than a plain tensor.
 
     Raises:
         XRealInputError: missing or unreadable file, or not a single-channel 2D image.
@@ -33,4 +34,5 @@ def load_mask(path: str | Path, argument: str) -> torch.Tensor:
         raise XRealInputError(
             argument, f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from err
-    return EnsureMask2D(argument)(image).as_tensor()
+    mask = EnsureMask2D(argument)(image)
+    return mask if keep_meta else mask.as_tensor()

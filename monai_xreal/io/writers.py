@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import to_affine_nd
 from monai.transforms import SaveImage
 
 __all__ = ["FORMATS", "save_images", "staged_output"]
@@ -21,20 +22,30 @@ FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii"}
 
 
 def save_images(
-    images: torch.Tensor | np.ndarray, names: Sequence[str], folder: str | Path, fmt: str = "png", labels: bool = False
+    images: torch.Tensor | np.ndarray,
+    names: Sequence[str],
+    folder: str | Path,
+    fmt: str = "png",
+    labels: bool = False,
+    affines: Sequence[np.ndarray | torch.Tensor | None] | None = None,
 ) -> list[Path]:
     """Write ``(B, 1, X, Y)`` images as ``folder/<name><ext>``; returns the paths written.
 
     Images (``labels=False``) are floats in [0, 1]: PNG stores them as 8-bit (x 255) through MONAI's ``SaveImage``,
     NIfTI keeps the float values. Label maps and masks (``labels=True``) are stored as their uint8 values in both.
-    Spatial axes stay in MONAI's reader order with an identity affine, so a file written here and read back with
-    ``LoadImage`` gives the same array.
+    Spatial axes stay in MONAI's reader order, so a file written here and read back with ``LoadImage`` gives the
+    same array. NIfTI files get ``affines[i]`` (a 2D ``(3, 3)`` or 3D ``(4, 4)`` affine as MONAI's readers give it,
+    e.g. the condition's, so the image overlays it in a viewer), else the identity; PNG has no geometry.
     """
     ext = FORMATS[fmt]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for image, name in zip(torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images), names):
+    images = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
+    affines = list(affines) if affines is not None else [None] * len(images)
+    if not len(images) == len(names) == len(affines):
+        raise ValueError(f"{len(images)} images, {len(names)} names and {len(affines)} affines: give one each")
+    for image, name, affine in zip(images, names, affines, strict=True):
         image = image.detach().cpu()
         image = image.to(torch.uint8) if labels else image.float()
         path = folder / f"{name}{ext}"
@@ -45,7 +56,8 @@ def save_images(
             )(MetaTensor(image, meta={"filename_or_obj": name}))  # fmt: skip
         else:
             # nibabel directly: MONAI 1.6.1's NibabelWriter fails on 2D data with resample=False
-            nib.save(nib.Nifti1Image(image[0].numpy(), np.eye(4)), str(path))
+            affine = np.eye(4) if affine is None else to_affine_nd(3, np.asarray(affine, dtype=np.float64))
+            nib.save(nib.Nifti1Image(image[0].numpy(), affine), str(path))
         paths.append(path)
     return paths
 

@@ -1,0 +1,185 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""``xreal_generate``: a MONAI Label infer task that returns a synthetic CXR following the sent conditions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import Resize
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.utils.others.generic import device_list, name_to_device
+
+from monai_xreal.bundle import read_bundle_config, weight_file
+from monai_xreal.control import SCHEDULERS
+from monai_xreal.errors import XRealInputError
+from monai_xreal.io import load_mask
+from monai_xreal.label.params import GenerateLimits, GenerateParams
+from monai_xreal.label.results import check_image_size, check_upload, write_result
+
+__all__ = ["XRealGenerateTask"]
+
+
+class XRealGenerateTask(InferTask):
+    """Generate one CXR from an anatomy label map, an optional pathology mask or boxes, and a prompt.
+
+    Request (MONAI Label's ``POST /infer/xreal_generate``):
+
+    - the anatomy label map as the ``file`` form field, or a datastore image id (``?image=``) that is one; any
+      format MONAI's ``LoadImage`` reads (PNG, NIfTI, DICOM), values in the bundle's label set;
+    - optionally a pathology mask (1 where the finding goes, same shape as the anatomy map) as the ``label`` form
+      field, or ``boxes`` in ``params``;
+    - ``params`` (JSON): ``prompt``, ``seed``, ``steps``, ``guidance``, ``eta``, ``anatomy_soft_value``,
+      ``anatomy_step_fraction``, ``scheduler``, ``boxes``, ``output_grid`` (``"input"``: the result is resized to
+      the anatomy map's grid and geometry, so it overlays it; ``"model"``: the bundle's grid) and
+      ``result_extension`` (``.nii.gz``, ``.nii`` or ``.png``). See :class:`~monai_xreal.label.params.GenerateParams`.
+
+    Response: the image file (float [0, 1] in NIfTI, 8-bit in PNG) and JSON echoing every parameter as used (bundle
+    defaults filled in, the drawn seed included), the bundle's name and version, the shapes and the latencies.
+
+    Args:
+        bundle_root: the generator bundle (``cxr_xreal`` or one written by ``monai-xreal convert``).
+        limits: what one request may ask for.
+        device: where the networks run; ``None``: the request's ``device`` if this machine has it, else CUDA if
+            available, else the CPU.
+    """
+
+    def __init__(
+        self, bundle_root: str | Path, limits: GenerateLimits | None = None, device: str | None = None
+    ) -> None:
+        self.bundle_root = Path(bundle_root)
+        parser = read_bundle_config(self.bundle_root)
+        self.metadata = parser.get("_meta_", {})
+        labels = parser.get_parsed_content("anatomy_labels")
+        defaults = parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {}
+        self.limits = limits or GenerateLimits()
+        self.device = device
+        self._pipelines: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        super().__init__(
+            type=InferType.OTHERS,
+            labels={name: int(value) for value, name in labels.items() if int(value) != 0},
+            dimension=2,
+            description=f"Generate a chest X-ray that follows an anatomy label map, a pathology region and a prompt "
+            f"({self.metadata.get('name', self.bundle_root.name)} {self.metadata.get('version', '')})".strip(),
+            config={
+                "prompt": "",
+                "seed": "",
+                "steps": int(defaults.get("num_inference_steps", 0)) or "",
+                "guidance": float(defaults.get("guidance_scale", 0.0)) or "",
+                "scheduler": "",
+                "output_grid": "input",
+                "result_extension": ".nii.gz",
+                "device": device_list(),
+            },
+        )
+
+    def is_valid(self) -> bool:
+        """Whether the bundle has every weight file its pipeline needs."""
+        try:
+            for component in ("unet", "autoencoder", "anatomy_controller"):
+                weight_file(self.bundle_root, component)
+        except XRealInputError:
+            return False
+        return True
+
+    def load(self, device: str | None = None) -> None:
+        """Build the networks now rather than on the first request."""
+        self.pipeline(self.device or name_to_device(device))
+
+    def pipeline(self, device: str):
+        """The bundle's :class:`~monai_xreal.pipeline.XRealPipeline` on ``device``, built once and kept."""
+        from monai_xreal.pipeline import XRealPipeline
+
+        if device not in self._pipelines:
+            self._pipelines[device] = XRealPipeline.from_bundle(self.bundle_root, device=device)
+        return self._pipelines[device]
+
+    def __call__(self, request: dict) -> tuple[str, dict]:
+        begin = time.perf_counter()
+        params = GenerateParams.from_request(request, self.limits)
+        anatomy = load_mask(check_upload(request.get("image"), "anatomy", self.limits.max_upload_bytes),
+                            "anatomy", keep_meta=True)  # fmt: skip
+        check_image_size(anatomy, "anatomy", self.limits.max_image_size)
+        pathology = self._pathology(request, params, anatomy)
+        device = self.device or name_to_device(request.get("device"))
+
+        with self._lock:  # one pipeline per device; its prompt cache is not shared between threads
+            pipe = self.pipeline(device)
+            started = time.perf_counter()
+            images = pipe(
+                anatomy=anatomy.as_tensor()[None],
+                pathology=pathology,
+                prompt=params.prompt,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                eta=params.eta,
+                anatomy_soft_value=params.anatomy_soft_value,
+                anatomy_step_fraction=params.anatomy_step_fraction,
+                scheduler=params.scheduler,
+                seed=params.seed,
+            )
+            infer_seconds = time.perf_counter() - started
+        if not torch.isfinite(images).all():
+            raise RuntimeError(f"the networks of {self.bundle_root} produced NaN or infinite values")
+
+        image, affine = self._to_output_grid(images[0].cpu(), anatomy, params.output_grid, pipe.spatial_shape)
+        path = write_result(image, params.result_extension, affine=affine)
+        used = {knob: pipe.sampling_defaults[name] if getattr(params, knob) is None else getattr(params, knob)
+                for knob, name in _KNOBS.items()}  # fmt: skip
+        return path, {
+            **params.echo(),
+            **used,
+            "scheduler": params.scheduler or _scheduler_name(pipe.scheduler),
+            "pathology": "mask" if request.get("label") else "boxes" if params.boxes else "none",
+            "bundle": self.metadata.get("name", self.bundle_root.name),
+            "bundle_version": self.metadata.get("version"),
+            "input_shape": list(anatomy.shape[1:]),
+            "model_shape": list(pipe.spatial_shape),
+            "output_shape": list(image.shape[1:]),
+            "device": str(device),
+            "latencies": {"infer": round(infer_seconds, 3), "total": round(time.perf_counter() - begin, 3)},
+        }
+
+    def _pathology(self, request: dict, params: GenerateParams, anatomy: torch.Tensor):
+        """``(1, 1, X, Y)`` mask from the ``label`` upload, ``[boxes]`` from params, or ``None``."""
+        if not request.get("label"):
+            return [np.asarray(params.boxes, dtype=np.float32)] if params.boxes else None
+        if params.boxes:
+            raise XRealInputError("pathology", "send a pathology mask or boxes, not both")
+        path = check_upload(request["label"], "pathology", self.limits.max_upload_bytes)
+        mask = load_mask(path, "pathology")
+        if mask.shape != anatomy.shape:
+            raise XRealInputError(
+                "pathology", f"shape {tuple(mask.shape[1:])} differs from the anatomy map's {tuple(anatomy.shape[1:])}"
+            )
+        return mask[None]
+
+    @staticmethod
+    def _to_output_grid(image: torch.Tensor, anatomy, output_grid: str, model_shape) -> tuple[torch.Tensor, Any]:
+        """The ``(1, h, w)`` model-grid image on the requested grid, with the affine that places it on the input."""
+        if output_grid == "model":
+            return image, Resize(tuple(model_shape), mode="nearest")(anatomy).affine
+        if tuple(image.shape[1:]) != tuple(anatomy.shape[1:]):
+            resize = Resize(tuple(anatomy.shape[1:]), mode="bilinear", anti_aliasing=True)
+            image = torch.as_tensor(resize(image)).clamp(0, 1)
+        return image, anatomy.affine
+
+
+# response key -> the pipeline's sampling_defaults key
+_KNOBS = {
+    "steps": "num_inference_steps",
+    "guidance": "guidance_scale",
+    "eta": "eta",
+    "anatomy_soft_value": "anatomy_soft_value",
+    "anatomy_step_fraction": "anatomy_step_fraction",
+}
+
+
+def _scheduler_name(scheduler) -> str:
+    names = {cls: name for name, cls in SCHEDULERS.items()}
+    return names.get(type(scheduler), type(scheduler).__name__)

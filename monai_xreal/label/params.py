@@ -1,0 +1,197 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""The request parameters of the ``xreal_generate`` infer task, checked before any work is done.
+
+MONAI Label hands an infer task one flat dict: its own keys (``model``, ``image``, ``device``, ``client_id``...),
+the task's config and the client's ``params`` JSON. Only the keys below are read; the rest belong to MONAI Label
+or its clients and are left alone. Values may arrive as JSON numbers or as strings (viewers send their config
+fields as text); anything that is not a number where a number is due is refused, naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+from monai_xreal.control import SCHEDULERS
+from monai_xreal.errors import XRealInputError
+
+__all__ = ["RESULT_EXTENSIONS", "GenerateLimits", "GenerateParams", "RequestTooLarge"]
+
+RESULT_EXTENSIONS = {".nii.gz": "nii.gz", ".nii": "nii", ".png": "png"}  # result_extension -> io.FORMATS key
+_MAX_SEED = 2**63 - 1
+
+
+class RequestTooLarge(XRealInputError):
+    """A request beyond the server's limits (upload bytes, image side, number of boxes, prompt length)."""
+
+
+@dataclass(frozen=True)
+class GenerateLimits:
+    """What one ``xreal_generate`` request may ask for; a server sets them with ``--conf`` (see the app).
+
+    Args:
+        max_upload_mb: largest uploaded anatomy or pathology file.
+        max_image_size: largest side, in pixels, of an anatomy or pathology map.
+        max_steps: most reverse steps per stage.
+        max_boxes: most pathology boxes.
+        max_prompt_chars: longest prompt.
+    """
+
+    max_upload_mb: float = 64.0
+    max_image_size: int = 4096
+    max_steps: int = 1000
+    max_boxes: int = 64
+    max_prompt_chars: int = 2000
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, str]) -> GenerateLimits:
+        """Limits from MONAI Label's ``--conf`` strings (``max_upload_mb``, ``max_image_size``...)."""
+        defaults = cls()
+        values = {}
+        for name, default in asdict(defaults).items():
+            if name in conf:
+                integer = isinstance(default, int)
+                values[name] = _number(conf[name], name, integer=integer, low=1 if integer else None)
+                if values[name] <= 0:
+                    raise XRealInputError(name, f"must be positive, got {conf[name]!r}")
+        return cls(**values)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """One generation request, with every default filled in (what the response echoes).
+
+    ``steps`` / ``guidance`` / ``eta`` / ``anatomy_soft_value`` / ``anatomy_step_fraction`` / ``scheduler`` left
+    ``None`` take the bundle's sampling defaults. ``boxes`` are ``(x_min, y_min, x_max, y_max)`` in the anatomy
+    map's pixels along MONAI's reader axes (see ``BoxesToMask``). ``seed`` is drawn and echoed when not given, so
+    every response says how to reproduce it.
+    """
+
+    prompt: str = ""
+    seed: int = 0
+    steps: int | None = None
+    guidance: float | None = None
+    eta: float | None = None
+    anatomy_soft_value: float | None = None
+    anatomy_step_fraction: float | None = None
+    scheduler: str | None = None
+    boxes: list[list[float]] = field(default_factory=list)
+    output_grid: str = "input"
+    result_extension: str = ".nii.gz"
+
+    # parameter -> accepted request keys (the short name first; the pipeline's own name also works)
+    ALIASES = {
+        "steps": ("steps", "num_inference_steps"),
+        "guidance": ("guidance", "guidance_scale"),
+    }
+
+    @classmethod
+    def from_request(cls, request: Mapping, limits: GenerateLimits | None = None) -> GenerateParams:
+        """Read and check the parameters of a MONAI Label infer request.
+
+        Raises:
+            XRealInputError: a value of the wrong type or out of range, naming the parameter.
+            RequestTooLarge: more boxes or a longer prompt than ``limits`` allow.
+        """
+        limits = limits or GenerateLimits()
+        get = _Getter(request, cls.ALIASES)
+        prompt = get("prompt", "")
+        if not isinstance(prompt, str):
+            raise XRealInputError("prompt", f"must be text, got {type(prompt).__name__}")
+        if len(prompt) > limits.max_prompt_chars:
+            raise RequestTooLarge(
+                "prompt", f"{len(prompt)} characters; this server takes at most {limits.max_prompt_chars}"
+            )
+        seed = get("seed", None)
+        steps = get("steps", None)
+        scheduler = get("scheduler", None)
+        if scheduler is not None and scheduler not in SCHEDULERS:
+            raise XRealInputError("scheduler", f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
+        output_grid = get("output_grid", "input")
+        if output_grid not in ("input", "model"):
+            raise XRealInputError("output_grid", f"must be 'input' or 'model', got {output_grid!r}")
+        extension = get("result_extension", None) or ".nii.gz"
+        if extension not in RESULT_EXTENSIONS:
+            raise XRealInputError("result_extension", f"{extension!r} is not one of {sorted(RESULT_EXTENSIONS)}")
+        return cls(
+            prompt=prompt,
+            seed=secrets.randbelow(2**31)
+            if seed is None
+            else _number(seed, "seed", integer=True, low=0, high=_MAX_SEED),
+            steps=None if steps is None else _number(steps, "steps", integer=True, low=1, high=limits.max_steps),
+            guidance=_optional_float(get("guidance", None), "guidance"),
+            eta=_optional_float(get("eta", None), "eta"),
+            anatomy_soft_value=_optional_float(get("anatomy_soft_value", None), "anatomy_soft_value"),
+            anatomy_step_fraction=_optional_float(get("anatomy_step_fraction", None), "anatomy_step_fraction"),
+            scheduler=scheduler,
+            boxes=_boxes(get("boxes", None), limits.max_boxes),
+            output_grid=output_grid,
+            result_extension=extension,
+        )
+
+    def echo(self) -> dict:
+        """The parameters as the response reports them (``None``: the bundle's default was used)."""
+        return asdict(self)
+
+
+class _Getter:
+    """``request[name]`` under any of its aliases; two aliases given at once is an error."""
+
+    def __init__(self, request: Mapping, aliases: Mapping[str, tuple[str, ...]]) -> None:
+        self.request, self.aliases = request, aliases
+
+    def __call__(self, name: str, default):
+        present = [key for key in self.aliases.get(name, (name,)) if self.request.get(key) not in (None, "")]
+        if len(present) > 1:
+            raise XRealInputError(name, f"given twice, as {present[0]!r} and {present[1]!r}")
+        return self.request[present[0]] if present else default
+
+
+def _number(value, name: str, integer: bool = False, low: float | None = None, high: float | None = None):
+    """A finite number from a JSON number or numeric text, within ``[low, high]``."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise XRealInputError(name, f"must be {kind}, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise XRealInputError(name, f"must be {kind}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise XRealInputError(name, f"must be finite, got {value!r}")
+    if integer:
+        if number != int(number):
+            raise XRealInputError(name, f"must be {kind}, got {value!r}")
+        number = int(value) if isinstance(value, int) else int(number)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise XRealInputError(name, f"{value!r} is outside [{low}, {high}]".replace(", None]", ", inf]"))
+    return number
+
+
+def _optional_float(value, name: str) -> float | None:
+    return None if value is None else float(_number(value, name))
+
+
+def _boxes(value, max_boxes: int) -> list[list[float]]:
+    """``[[x_min, y_min, x_max, y_max], ...]`` from a JSON list (one box may be given flat)."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise XRealInputError("boxes", f"must be a list of [x_min, y_min, x_max, y_max], got {type(value).__name__}")
+    boxes = [value] if len(value) == 4 and not any(isinstance(v, (list, tuple)) for v in value) else list(value)
+    if len(boxes) > max_boxes:
+        raise RequestTooLarge("boxes", f"{len(boxes)} boxes; this server takes at most {max_boxes}")
+    checked = []
+    for i, box in enumerate(boxes):
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise XRealInputError("boxes", f"box {i} must be [x_min, y_min, x_max, y_max], got {box!r}")
+        box = [float(_number(v, f"boxes[{i}]")) for v in box]
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise XRealInputError("boxes", f"box {i} {box} needs x_min < x_max and y_min < y_max")
+        checked.append(box)
+    return checked
