@@ -23,6 +23,7 @@ from monai_xreal.control import (
     controlnet_condition,
     denoise,
     make_scheduler,
+    scheduler_name,
     pathology_keep_weights,
     per_sample_randn,
     set_timesteps,
@@ -153,6 +154,17 @@ class XRealPipeline:
                 module.to(self.device)
         self._prompt_cache.clear()
         return self
+
+    def sampling_settings(self, scheduler: str | Scheduler | None = None, **knobs: float | None) -> dict:
+        """What a call with these arguments samples with: each knob of ``sampling_defaults`` (``None`` or absent:
+        the default) and the scheduler's name (``ddim``, ``ddpm``, ``pndm``, else its class name)."""
+        unknown = set(knobs) - set(self.sampling_defaults)
+        if unknown:
+            raise XRealInputError("sampling", f"unknown knob(s) {sorted(unknown)}; known: {sorted(XREAL_SAMPLING)}")
+        settings = {k: default if knobs.get(k) is None else knobs[k] for k, default in self.sampling_defaults.items()}
+        chosen = scheduler.lower() if isinstance(scheduler, str) else scheduler_name(self._sampler(scheduler))
+        settings["scheduler"] = chosen
+        return settings
 
     # -- building blocks -------------------------------------------------------------------------------------
 
@@ -333,6 +345,11 @@ class XRealPipeline:
             prompts = [prompt] * (max(sizes) if sizes else 1)
         else:
             prompts = [str(p) for p in prompt]
+        for text in set(prompts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # e.g. a lone surrogate from a JSON "\ud800" escape
+                raise XRealInputError("prompt", f"not valid Unicode text: {err.reason} at {err.start}") from None
         sizes.add(len(prompts))
         if len(sizes) > 1:
             raise XRealInputError(
@@ -408,6 +425,8 @@ def _as_mask_batch(mask, argument: str) -> torch.Tensor:
         raise XRealInputError(
             argument, f"expected a 2D mask (H, W), (1, H, W) or (B, 1, H, W); got {tuple(mask.shape)}"
         )
+    if mask.numel() == 0:
+        raise XRealInputError(argument, f"the mask is empty: shape {tuple(mask.shape)}")
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise XRealInputError(argument, "contains NaN or infinite values")
     return mask.float()

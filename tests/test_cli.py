@@ -29,9 +29,11 @@ def test_cli_writes_the_files_it_reports(tiny_bundle, mask_files, tmp_path, caps
     assert code == 0
     reported = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     files = sorted(p for p in out.iterdir())
-    assert [str(p) for p in files] == sorted(reported) and len(files) == 3
-    assert [p.name.split(".")[0] for p in files] == ["xreal_seed10", "xreal_seed11", "xreal_seed12"]
-    for path in files:
+    assert [str(p) for p in files] == sorted(reported) and len(files) == 6  # each image with its sidecar
+    images = [p for p in files if p.suffix != ".json"]
+    assert [p.name.split(".")[0] for p in images] == ["xreal_seed10", "xreal_seed11", "xreal_seed12"]
+    assert all(p.with_name(p.name.split(".")[0] + ".json").is_file() for p in images)
+    for path in images:
         if fmt == "png":
             array = np.asarray(Image.open(path))
             assert array.shape == (32, 32) and array.dtype == np.uint8

@@ -35,6 +35,12 @@ def test_relative_paths_resolve_against_the_datalist_and_seeds_default(tmp_path,
         ({"conditions": [{"id": "a", "mask": "x"}]}, "unknown field"),
         ({"conditions": [{"id": "a", "seed": -1}]}, "non-negative integer"),
         ({"conditions": [{"id": "a", "seed": "abc"}]}, "non-negative integer"),
+        ({"conditions": [{"id": "a", "anatomy": "../outside.png"}]}, "is outside the dataset root"),
+        ({"conditions": [{"id": "a", "anatomy": "/etc/passwd"}]}, "is outside the dataset root"),
+        ({"conditions": [{"id": "a", "anatomy": 3}]}, "must be a file path"),
+        ({"conditions": [{"id": "../a"}]}, "not a valid id"),
+        ({"conditions": [{"id": ".hidden"}]}, "not a valid id"),
+        ({"conditions": [{"id": "a", "prompt": ["x"]}]}, "prompt: must be text"),
     ],
 )
 def test_bad_datalists(tmp_path, content, match):
@@ -44,3 +50,13 @@ def test_bad_datalists(tmp_path, content, match):
         load_conditions(path)
     with pytest.raises(XRealInputError, match="no such file"):
         load_conditions(tmp_path / "absent.json")
+
+
+def test_a_link_out_of_the_root_is_refused(tmp_path, mask_files):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link.png").symlink_to(mask_files["anatomy"])  # inside by name, outside once resolved
+    datalist = write(root / "c.json", {"conditions": [{"id": "a", "anatomy": "link.png"}]})
+    with pytest.raises(XRealInputError, match="outside the dataset root"):
+        load_conditions(datalist)
+    assert load_conditions(datalist, root=tmp_path)[0]["anatomy"] == str(mask_files["anatomy"].resolve())

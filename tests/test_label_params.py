@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -128,6 +129,25 @@ def test_results_round_trip_with_the_input_geometry(extension):
         path.unlink()
     with pytest.raises(XRealInputError, match="result_extension"):
         write_result(image, ".jpg")
+
+
+def test_dicom_results_carry_their_provenance():
+    import pydicom
+
+    from monai_xreal.io.dicom import read_dicom_provenance
+
+    record = {"bundle": {"name": "tiny", "version": "0", "model_sha256": "0" * 64}, "prompt": "Edema"}
+    image = torch.rand(1, 12, 10)
+    path = Path(write_result(image, ".dcm", provenance=record))
+    try:
+        assert read_dicom_provenance(path) == record and pydicom.dcmread(path).ConversionType == "SYN"
+        assert np.allclose(pydicom.dcmread(path).pixel_array.T / 65535, image[0].numpy(), atol=1 / 65535)
+    finally:
+        path.unlink()
+    before = set(Path(tempfile.gettempdir()).glob("monai_xreal_*.dcm"))
+    with pytest.raises(ValueError, match="provenance"):
+        write_result(image, ".dcm")
+    assert set(Path(tempfile.gettempdir()).glob("monai_xreal_*.dcm")) <= before  # a refused result leaves no file
 
 
 def test_save_images_writes_each_affine_and_identity_by_default(tmp_path):

@@ -9,5 +9,5 @@ from monai_xreal.control.blending import (
 )
 from monai_xreal.control.guidance import guided_prediction
 from monai_xreal.control.sampling import KnownRegion, StepCallback, denoise, per_sample_randn
-from monai_xreal.control.schedulers import SCHEDULERS, make_scheduler, scheduler_step, set_timesteps
+from monai_xreal.control.schedulers import SCHEDULERS, make_scheduler, scheduler_name, scheduler_step, set_timesteps
 from monai_xreal.control.controlnet import ControlledUNet, controlnet_condition

@@ -8,9 +8,15 @@ from collections.abc import Sequence
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, RFlowScheduler, Scheduler
 
-__all__ = ["SCHEDULERS", "make_scheduler", "set_timesteps", "scheduler_step"]
+__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "set_timesteps", "scheduler_step"]
 
 SCHEDULERS: dict[str, type[Scheduler]] = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMScheduler}
+
+
+def scheduler_name(scheduler: Scheduler) -> str:
+    """The :data:`SCHEDULERS` name of a scheduler object (its class name if it is another kind)."""
+    names = {cls: name for name, cls in SCHEDULERS.items()}
+    return names.get(type(scheduler), type(scheduler).__name__)
 
 
 def make_scheduler(name: str, like: Scheduler) -> Scheduler:

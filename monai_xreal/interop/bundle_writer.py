@@ -19,7 +19,8 @@ from pathlib import Path
 from monai_xreal import __version__
 from monai_xreal.bundle import NETWORK_IDS, WEIGHT_STEMS, default_bundle_path, save_weights
 from monai_xreal.errors import XRealInputError
-from monai_xreal.interop.convert import Conversion, sha256
+from monai_xreal.interop.convert import Conversion
+from monai_xreal.io.hashing import sha256_file as sha256
 
 __all__ = ["write_bundle"]
 

@@ -4,8 +4,6 @@ MONAI networks: one reader per format, each returning a :class:`Conversion` that
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xreal.errors import XRealInputError
+from monai_xreal.io.hashing import sha256_file as sha256
 from monai_xreal.interop.compvis import (
     LDM_PREFIXES,
     ldm_autoencoder_to_monai,
@@ -40,7 +39,7 @@ from monai_xreal.interop.diffusers import (
 from monai_xreal.interop.generative import load_generative_state
 from monai_xreal.interop.schedulers import check_betas, compvis_scheduler_definition, diffusers_scheduler_definition
 
-__all__ = ["FORMATS", "Conversion", "sha256", "from_compvis", "from_diffusers", "from_model_zoo", "convert"]
+__all__ = ["FORMATS", "Conversion", "from_compvis", "from_diffusers", "from_model_zoo", "convert"]
 
 FORMATS = ("compvis", "diffusers", "model-zoo")
 MODEL_ZOO_SCALE_FACTOR = 0.3  # cxr_image_synthesis_latent_diffusion_model's scripts/sampler.py decodes z / 0.3
@@ -78,22 +77,6 @@ class Conversion:
     text_encoder: dict | None = None
     copied_folders: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks; remembered per (path, mtime, size), since a multi-GB checkpoint is
-    hashed both for its family and for the bundle's metadata."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: str, mtime_ns: int, size: int, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _build(definition: Mapping[str, Any]) -> nn.Module:

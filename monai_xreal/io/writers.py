@@ -49,11 +49,11 @@ def save_images(
         image = image.detach().cpu()
         image = image.to(torch.uint8) if labels else image.float()
         path = folder / f"{name}{ext}"
-        if fmt == "png":
+        if fmt == "png":  # the file name with its extension: SaveImage cuts what follows the last dot of a stem
             SaveImage(
                 output_dir=str(folder), output_ext=ext, output_postfix="", separate_folder=False, resample=False,
                 scale=None if labels else 255, output_dtype=np.uint8, print_log=False,
-            )(MetaTensor(image, meta={"filename_or_obj": name}))  # fmt: skip
+            )(MetaTensor(image, meta={"filename_or_obj": path.name}))  # fmt: skip
         else:
             # nibabel directly: MONAI 1.6.1's NibabelWriter fails on 2D data with resample=False
             affine = np.eye(4) if affine is None else to_affine_nd(3, np.asarray(affine, dtype=np.float64))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.utils.others.generic import device_list, name_to_device
 
 from monai_xreal.bundle import read_bundle_config, weight_file
-from monai_xreal.control import SCHEDULERS
+from monai_xreal.control import scheduler_name
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_mask
+from monai_xreal.io.hashing import sha256_array
 from monai_xreal.label.params import GenerateLimits, GenerateParams
 from monai_xreal.label.results import check_image_size, check_upload, write_result
+from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
 
 __all__ = ["XRealGenerateTask"]
 
@@ -60,6 +63,7 @@ class XRealGenerateTask(InferTask):
         self.device = device
         self._pipelines: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._bundle_record: dict | None = None
         super().__init__(
             type=InferType.OTHERS,
             labels={name: int(value) for value, name in labels.items() if int(value) != 0},
@@ -128,13 +132,14 @@ class XRealGenerateTask(InferTask):
             raise RuntimeError(f"the networks of {self.bundle_root} produced NaN or infinite values")
 
         image, affine = self._to_output_grid(images[0].cpu(), anatomy, params.output_grid, pipe.spatial_shape)
-        path = write_result(image, params.result_extension, affine=affine)
         used = {knob: pipe.sampling_defaults[name] if getattr(params, knob) is None else getattr(params, knob)
                 for knob, name in _KNOBS.items()}  # fmt: skip
+        provenance = self._provenance(pipe, params, anatomy, pathology, used, images[0], device)
+        path = write_result(image, params.result_extension, affine=affine, provenance=provenance)
         return path, {
             **params.echo(),
             **used,
-            "scheduler": params.scheduler or _scheduler_name(pipe.scheduler),
+            "scheduler": params.scheduler or scheduler_name(pipe.scheduler),
             "pathology": "mask" if request.get("label") else "boxes" if params.boxes else "none",
             "bundle": self.metadata.get("name", self.bundle_root.name),
             "bundle_version": self.metadata.get("version"),
@@ -143,7 +148,23 @@ class XRealGenerateTask(InferTask):
             "output_shape": list(image.shape[1:]),
             "device": str(device),
             "latencies": {"infer": round(infer_seconds, 3), "total": round(time.perf_counter() - begin, 3)},
+            "provenance": provenance,
         }
+
+    def _provenance(self, pipe, params: GenerateParams, anatomy, pathology, used: dict, image, device) -> dict:
+        """The record of :mod:`monai_xreal.synthesis.provenance` (uploads are temporary: masks by array digest)."""
+        if self._bundle_record is None:
+            self._bundle_record = bundle_record(pipe, self.bundle_root)
+        settings = {_KNOBS[knob]: value for knob, value in used.items()}
+        settings["scheduler"] = params.scheduler or scheduler_name(pipe.scheduler)
+        pathology_record = None
+        if isinstance(pathology, torch.Tensor):
+            pathology_record = mask_record(None, pathology[0])
+        elif params.boxes:
+            pathology_record = {"boxes": params.boxes}
+        return make_provenance(self._bundle_record, params.prompt, mask_record(None, anatomy), pathology_record,
+                               settings, [params.seed], 0, device, created=datetime.now(timezone.utc),
+                               extra={"image_sha256": sha256_array(image)})  # fmt: skip
 
     def _pathology(self, request: dict, params: GenerateParams, anatomy: torch.Tensor):
         """``(1, 1, X, Y)`` mask from the ``label`` upload, ``[boxes]`` from params, or ``None``."""
@@ -178,8 +199,3 @@ _KNOBS = {
     "anatomy_soft_value": "anatomy_soft_value",
     "anatomy_step_fraction": "anatomy_step_fraction",
 }
-
-
-def _scheduler_name(scheduler) -> str:
-    names = {cls: name for name, cls in SCHEDULERS.items()}
-    return names.get(type(scheduler), type(scheduler).__name__)

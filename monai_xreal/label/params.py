@@ -19,7 +19,7 @@ from monai_xreal.errors import XRealInputError
 
 __all__ = ["RESULT_EXTENSIONS", "GenerateLimits", "GenerateParams", "RequestTooLarge"]
 
-RESULT_EXTENSIONS = {".nii.gz": "nii.gz", ".nii": "nii", ".png": "png"}  # result_extension -> io.FORMATS key
+RESULT_EXTENSIONS = {".nii.gz": "nii.gz", ".nii": "nii", ".png": "png", ".dcm": "dcm"}  # -> writer format
 _MAX_SEED = 2**63 - 1
 
 

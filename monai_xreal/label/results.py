@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import save_images
+from monai_xreal.io.dicom import DicomIdentity, dicom_uid, write_dicom
 from monai_xreal.label.params import RESULT_EXTENSIONS, RequestTooLarge
 
 __all__ = ["check_upload", "check_image_size", "write_result"]
@@ -43,15 +45,20 @@ def check_image_size(image: torch.Tensor, argument: str, max_size: int) -> None:
 
 
 def write_result(
-    image: torch.Tensor, extension: str, labels: bool = False, affine: np.ndarray | torch.Tensor | None = None
+    image: torch.Tensor,
+    extension: str,
+    labels: bool = False,
+    affine: np.ndarray | torch.Tensor | None = None,
+    provenance: dict | None = None,
 ) -> str:
     """Write a ``(1, X, Y)`` result to a new temporary file (MONAI Label deletes it once sent); returns its path.
 
     Args:
         image: a float image in [0, 1] (``labels=False``) or an integer label map (``labels=True``).
-        extension: ``.nii.gz``, ``.nii`` or ``.png``.
+        extension: ``.nii.gz``, ``.nii``, ``.png`` or ``.dcm`` (a synthetic DICOM; images only).
         labels: store the values as uint8 labels rather than a [0, 1] image.
-        affine: NIfTI geometry (the input's, so the result overlays it); PNG has none.
+        affine: NIfTI geometry (the input's, so the result overlays it); PNG and DICOM have none.
+        provenance: the generation record, which a DICOM carries (required for ``.dcm``).
     """
     if extension not in RESULT_EXTENSIONS:
         raise XRealInputError("result_extension", f"{extension!r} is not one of {sorted(RESULT_EXTENSIONS)}")
@@ -59,8 +66,14 @@ def write_result(
     os.close(handle)
     target = Path(path)
     try:
-        save_images(image[None].detach().cpu(), [target.name[: -len(extension)]], target.parent,
-                    RESULT_EXTENSIONS[extension], labels=labels, affines=[affine])  # fmt: skip
+        if extension == ".dcm":
+            if labels or provenance is None:
+                raise ValueError("a DICOM result is a generated image with its provenance record")
+            created = datetime.now(timezone.utc)
+            write_dicom(image, target, provenance, DicomIdentity(dicom_uid(), dicom_uid(), dicom_uid(), created))
+        else:
+            save_images(image[None].detach().cpu(), [target.name[: -len(extension)]], target.parent,
+                        RESULT_EXTENSIONS[extension], labels=labels, affines=[affine])  # fmt: skip
     except BaseException:
         target.unlink(missing_ok=True)
         raise

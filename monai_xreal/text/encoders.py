@@ -81,6 +81,7 @@ class HFTextEncoder(nn.Module):
             transformers.logging.set_verbosity(verbosity)
         # CLIP-style checkpoints hold both towers; only the text tower conditions the UNet
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False)
+        self.source = folder  # where the weights came from (hashed for provenance)
         self.max_length = max_length
         self.use_attention_mask = use_attention_mask
         self.embed_dim = int(model.config.get_text_config().hidden_size)

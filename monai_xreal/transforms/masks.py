@@ -44,6 +44,8 @@ class EnsureMask2D(Transform):
             raise XRealInputError(self.argument, f"expected a single-channel mask, got {img.shape[0]} channels")
         if len(spatial) != 2:
             raise XRealInputError(self.argument, f"expected a 2D mask, got spatial shape {tuple(img.shape[1:])}")
+        if 0 in spatial:
+            raise XRealInputError(self.argument, f"the mask is empty: spatial shape {tuple(img.shape[1:])}")
         return img.reshape(1, *spatial)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pydicom
 import pytest
 import torch
 from monai.transforms import LoadImage
@@ -24,6 +26,7 @@ from test_intensity import write_cxr_dicom
 from monai_xreal.cli.serve import DATASTORE_FILE_EXT
 from monai_xreal.data.phantoms import PhantomGenerator
 from monai_xreal.io import save_images
+from monai_xreal.io.dicom import PRIVATE_CREATOR, PRIVATE_GROUP
 from monai_xreal.label import APP_DIR
 from monai_xreal.metrics.adherence import anatomy_dice
 
@@ -162,6 +165,20 @@ def test_same_seed_same_image_and_png_output_with_a_pathology_mask(server, phant
     assert echo["pathology"] == "mask" and echo["prompt"] == "Pleural Effusion"
     assert first.shape == (1, SIZE, SIZE) and torch.equal(first, second)
     assert first.dtype == torch.float32 and float(first.max()) > 1  # PNG: 8-bit values
+    # DICOM: the same image, marked synthetic, its provenance inside and in the response
+    as_dicom = infer(client, "xreal_generate", {**params, "result_extension": ".dcm"}, **files)
+    assert as_dicom.status_code == 200, as_dicom.text
+    parts = MultipartDecoder(as_dicom.content, as_dicom.headers["content-type"]).parts
+    dicom_echo = json.loads(next(p.text for p in parts if b'name="params"' in p.headers[b"Content-Disposition"]))
+    dicom_bytes = next(p.content for p in parts if b"filename=" in p.headers[b"Content-Disposition"])
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes))
+    assert dataset.ConversionType == "SYN" and "SYNTHETIC" in dataset.DerivationDescription
+    inside = json.loads(dataset.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)[0x10].value)
+    assert inside == dicom_echo["provenance"]
+    assert dicom_echo["provenance"]["image_sha256"] == echo["provenance"]["image_sha256"]
+    assert dicom_echo["provenance"]["sampling"]["seed"] == 11 and dicom_echo["provenance"]["synthetic"] is True
+    pixels = torch.as_tensor(dataset.pixel_array.T.astype(np.float32) / 65535)
+    assert pixels.shape == (SIZE, SIZE) and float((pixels - first[0] / 255).abs().max()) <= 1 / 255 + 1e-4
     boxes = {**params, "boxes": [[60, 100, 120, 160]], "result_extension": ".nii.gz"}
     with_boxes, echo = result(infer(client, "xreal_generate", boxes, file=files["file"]), tmp_path)
     assert echo["pathology"] == "boxes" and echo["boxes"] == [[60.0, 100.0, 120.0, 160.0]]

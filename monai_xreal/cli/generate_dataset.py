@@ -1,0 +1,61 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""``monai-xreal generate-dataset``: a synthetic dataset, sharded over ``torchrun`` processes and resumable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from monai_xreal.cli.options import add_sampling_options, sampling_knobs
+
+HELP = "generate a synthetic dataset: K images per condition, with a manifest and a MONAI datalist"
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "generate-dataset", help=HELP,
+        description=HELP + ". Run it again on the same --output-dir to finish an interrupted run; share the work "
+        "with `torchrun --nproc_per_node=N -m monai_xreal generate-dataset ...` (the result does not depend on N).",
+    )  # fmt: skip
+    p.add_argument("--conditions", type=Path, required=True, help="conditions datalist (JSON, see docs/data.md)")
+    p.add_argument("--samples-per-condition", type=int, required=True, help="images per condition (K)")
+    p.add_argument("--output-dir", type=Path, required=True, help="the dataset folder (created, or continued)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; sample seeds derive from it, the condition id "
+                   "and seed, and the sample index (default: 0)")  # fmt: skip
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="folder every mask must be in (default: the datalist's folder)")  # fmt: skip
+    p.add_argument("--cpu-threads", type=int, default=1, help="torch threads per process on CPU (default: 1); "
+                   "part of the result, so a dataset keeps it across restarts")  # fmt: skip
+    add_sampling_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from monai_xreal.synthesis.dataset import DatasetSpec, generate_dataset
+
+    spec = DatasetSpec(
+        conditions=args.conditions, samples_per_condition=args.samples_per_condition, output_dir=args.output_dir,
+        bundle=args.bundle, fmt=args.format or "png", batch_size=args.batch_size, seed=args.seed,
+        knobs=sampling_knobs(args), scheduler=args.scheduler, patient_name=args.patient_name,
+        patient_id=args.patient_id, data_root=args.data_root, cpu_threads=args.cpu_threads,
+    )  # fmt: skip
+    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = args.device or torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if world_size > 1 and not dist.is_initialized():
+        # ranks wait for the slowest at the end: the timeout is the length of a run, not of a step
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(days=7))
+    try:
+        summary = generate_dataset(spec, device, rank, world_size, dist.barrier if world_size > 1 else (lambda: None))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        print(f"{args.output_dir}: {summary['images']} images ({summary['generated']} made by rank 0 now, "
+              f"{summary['skipped']} found finished); manifest.jsonl and datalist.json written")  # fmt: skip
+    return summary

@@ -1,0 +1,273 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Large synthetic datasets: K samples per condition, sharded over processes, resumable, identical however run.
+
+The work is cut into units (one condition, ``batch_size`` consecutive sample indices) that do not depend on the
+number of processes; rank ``r`` of ``w`` takes units ``r, r + w, ...``. Sample ``k`` of condition ``c`` has the
+seed :func:`sample_seed` ``(seed, c.id, c.seed, k)`` and is always sampled in the same batch, so its pixels do not
+depend on the number of ranks, on restarts or on which samples were already done. Layout::
+
+    dataset.json                      settings, checked on restart; the dataset's DICOM UID root and date
+    manifest.jsonl                    one line per finished image (condition_id, sample_index, seed, file, sha256)
+    datalist.json                     MONAI datalist {"training": [{"image", "anatomy", "pathology", "prompt"...}]}
+    conditions/<id>/anatomy.<ext>     the condition's masks, copied so the dataset stands alone
+    images/<id>/<id>_s<k>.<ext>       the images, each with its provenance sidecar <id>_s<k>.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from monai_xreal.data import load_conditions
+from monai_xreal.errors import XRealInputError
+from monai_xreal.io import load_mask
+from monai_xreal.io.dicom import DicomIdentity, dicom_uid
+from monai_xreal.io.hashing import sha256_array, sha256_file
+from monai_xreal.synthesis.manifest import Manifest, write_atomically
+from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
+from monai_xreal.synthesis.sampling import sample_batch
+from monai_xreal.synthesis.writer import IMAGE_FORMATS, SyntheticImageWriter, remove_partials, sidecar_path
+
+__all__ = ["DatasetSpec", "WorkUnit", "generate_dataset", "plan_units", "sample_seed"]
+
+SCHEMA = "monai_xreal.dataset/1"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to generate. ``knobs`` are the pipeline's sampling knobs (``None``: the bundle's default).
+
+    ``cpu_threads`` is the torch thread count of each process on CPU: CPU kernels split sums by thread, so it
+    is fixed for the whole dataset (like the batch size) for the pixels not to depend on how the run was split.
+    """
+
+    conditions: Path
+    samples_per_condition: int
+    output_dir: Path
+    bundle: Path | None = None
+    fmt: str = "png"
+    batch_size: int = 4
+    seed: int = 0
+    knobs: Mapping[str, float | None] = field(default_factory=dict)
+    scheduler: str | None = None
+    patient_name: str = "SYNTHETIC^CXR"
+    patient_id: str = "SYNTHETIC"
+    data_root: Path | None = None
+    cpu_threads: int = 1
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    condition: int  # index in the datalist
+    samples: tuple[int, ...]
+
+
+def sample_seed(seed: int, condition_id: str, condition_seed: int, sample_index: int) -> int:
+    """The seed of one sample: a hash of the run seed, the condition's id and seed, and the sample index."""
+    key = json.dumps(["monai_xreal.sample", seed, condition_id, condition_seed, sample_index]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
+
+
+def plan_units(num_conditions: int, samples_per_condition: int, batch_size: int) -> list[WorkUnit]:
+    """Every (condition, batch of sample indices), in datalist order."""
+    return [WorkUnit(c, tuple(range(s, min(s + batch_size, samples_per_condition))))
+            for c in range(num_conditions) for s in range(0, samples_per_condition, batch_size)]  # fmt: skip
+
+
+def generate_dataset(
+    spec: DatasetSpec,
+    device: torch.device | str,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+) -> dict:
+    """Generate this rank's share of the dataset; rank 0 then writes the canonical manifest and the datalist.
+
+    Args:
+        spec: the dataset.
+        device: this rank's device.
+        rank, world_size: this process among those sharing the work (``torch.distributed``'s).
+        barrier: waits for every rank (``torch.distributed.barrier``; nothing for one process).
+
+    Returns:
+        ``{"generated", "skipped", "images"}``: samples made by this rank, samples found finished, dataset size.
+    """
+    from monai_xreal.pipeline import XRealPipeline
+
+    _check(spec)
+    conditions = load_conditions(spec.conditions, base_seed=spec.seed, root=spec.data_root)
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(spec.cpu_threads)  # part of the result: see DatasetSpec
+    pipe = XRealPipeline.from_bundle(spec.bundle, device=device)
+    settings = pipe.sampling_settings(spec.scheduler, **spec.knobs)
+    settings_record = _settings(spec, settings, bundle_record(pipe, spec.bundle), torch.device(device))
+    out = spec.output_dir
+    if rank == 0:
+        _prepare(out, settings_record, conditions)
+    barrier()
+    info = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+    scheduler = settings.pop("scheduler")
+    manifest = Manifest(out / "manifest.jsonl")
+    finished = manifest.entries()
+    writer = SyntheticImageWriter(spec.fmt)
+    created = datetime.fromisoformat(info["created"])
+    mine = plan_units(len(conditions), spec.samples_per_condition, spec.batch_size)[rank::world_size]
+    counts = {"generated": 0, "skipped": 0}
+    masks_of: dict[int, dict] = {}
+    with tqdm(total=sum(len(u.samples) for u in mine), unit="image", desc="generating", disable=rank != 0) as bar:
+        for unit in mine:
+            condition = conditions[unit.condition]
+            todo = [k for k in unit.samples if not _is_finished(out, finished.get((condition["id"], k)))]
+            counts["skipped"] += len(unit.samples) - len(todo)
+            bar.update(len(unit.samples) - len(todo))
+            if not todo:
+                continue
+            if unit.condition not in masks_of:
+                masks_of[unit.condition] = _condition_masks(out, condition)
+            masks = masks_of[unit.condition]
+            seeds = [sample_seed(spec.seed, condition["id"], condition["seed"], k) for k in unit.samples]
+            images = sample_batch(pipe, masks["anatomy"], masks["pathology"], condition["prompt"], seeds, settings,
+                                  scheduler)  # fmt: skip
+            for index, (k, image) in enumerate(zip(unit.samples, images, strict=True)):
+                if k not in todo:
+                    continue
+                folder = out / "images" / condition["id"]
+                record = make_provenance(
+                    info["bundle"], condition["prompt"], masks["anatomy_record"], masks["pathology_record"],
+                    {**settings, "scheduler": scheduler}, seeds, index, device,
+                    extra={"image_sha256": sha256_array(image), "dataset": {"condition_id": condition["id"],
+                                                                           "sample_index": k}},
+                )  # fmt: skip
+                identity = DicomIdentity(
+                    dicom_uid(info["uid_root"], "study"), dicom_uid(info["uid_root"], "series", condition["id"]),
+                    dicom_uid(info["uid_root"], "instance", condition["id"], k), created, spec.patient_name,
+                    spec.patient_id, instance_number=k + 1, series_number=unit.condition + 1,
+                )  # fmt: skip
+                written = writer.write(image, folder, f"{condition['id']}_s{k:05d}", record, identity)
+                manifest.append({"condition_id": condition["id"], "sample_index": k, "seed": seeds[index],
+                                 "file": written.path.relative_to(out).as_posix(),
+                                 "sha256": written.sha256})  # fmt: skip
+                counts["generated"] += 1
+                bar.update(1)
+    barrier()
+    if rank == 0:
+        _finalize(out, conditions, spec.samples_per_condition)
+    return {**counts, "images": len(conditions) * spec.samples_per_condition}
+
+
+def _check(spec: DatasetSpec) -> None:
+    for name in ("samples_per_condition", "batch_size", "cpu_threads"):
+        if getattr(spec, name) < 1:
+            raise XRealInputError(name.replace("_", "-"), f"must be a positive integer, got {getattr(spec, name)}")
+    if spec.seed < 0:
+        raise XRealInputError("seed", f"must be a non-negative integer, got {spec.seed}")
+    if spec.fmt not in IMAGE_FORMATS:
+        raise XRealInputError("format", f"must be one of {sorted(IMAGE_FORMATS)}, got {spec.fmt!r}")
+    if spec.output_dir.exists() and not spec.output_dir.is_dir():
+        raise XRealInputError("output-dir", f"{spec.output_dir} is not a folder")
+
+
+def _settings(spec: DatasetSpec, settings: Mapping, bundle: Mapping, device: torch.device) -> dict:
+    """What must be equal for a restart to continue a dataset (and be recorded with it)."""
+    return {
+        "schema": SCHEMA,
+        "conditions_sha256": sha256_file(spec.conditions),
+        "samples_per_condition": spec.samples_per_condition,
+        "batch_size": spec.batch_size,
+        "seed": spec.seed,
+        "format": spec.fmt,
+        "sampling": dict(settings),
+        "bundle": dict(bundle),
+        "patient": {"name": spec.patient_name, "id": spec.patient_id},
+        "device": device.type,
+        "cpu_threads": spec.cpu_threads if device.type == "cpu" else None,
+    }
+
+
+def _prepare(out: Path, settings: dict, conditions: list[dict]) -> None:
+    """Rank 0, before any rank writes: start or check ``dataset.json``, repair the journal, copy the masks."""
+    out.mkdir(parents=True, exist_ok=True)
+    info_path = out / "dataset.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        differing = [k for k in settings if k != "bundle" and info.get(k) != settings[k]]
+        if info.get("bundle", {}).get("model_sha256") != settings["bundle"]["model_sha256"]:
+            differing.append("bundle weights")
+        if differing:
+            differs = ", ".join(differing)
+            raise XRealInputError("output-dir", f"{out} holds a dataset made with other settings ({differs}"
+                                  "); continue it with the same options or choose another --output-dir")  # fmt: skip
+    else:
+        # the dataset's own identity: its DICOM UIDs derive from uid_root, its files carry this date
+        info = {**settings, "uid_root": uuid.uuid4().hex,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+        write_atomically(info_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    Manifest(out / "manifest.jsonl").repair()
+    remove_partials(out)
+    for condition in conditions:
+        for key in ("anatomy", "pathology"):
+            if key in condition:
+                target = out / _mask_copy(condition, key)
+                if not target.is_file() or sha256_file(target) != sha256_file(condition[key]):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    temporary = target.with_name(f".{target.name}.partial")
+                    shutil.copyfile(condition[key], temporary)
+                    temporary.replace(target)
+
+
+def _mask_copy(condition: Mapping, key: str) -> str:
+    """``conditions/<id>/<key><ext>``: where the dataset keeps a condition's mask."""
+    name = Path(condition[key]).name.lower()
+    ext = ".nii.gz" if name.endswith(".nii.gz") else Path(condition[key]).suffix
+    return f"conditions/{condition['id']}/{key}{ext}"
+
+
+def _condition_masks(out: Path, condition: Mapping) -> dict:
+    """The condition's masks (from the dataset's copies) and their records, file paths relative to the sidecar."""
+    masks = {}
+    for key in ("anatomy", "pathology"):
+        if key not in condition:
+            masks[key] = masks[f"{key}_record"] = None
+            continue
+        copy = out / _mask_copy(condition, key)
+        masks[key] = load_mask(copy, f"{condition['id']}.{key}")
+        record = mask_record(copy, masks[key])
+        record["file"] = f"../../{_mask_copy(condition, key)}"  # from images/<id>/, so the dataset can move
+        masks[f"{key}_record"] = record
+    return masks
+
+
+def _is_finished(out: Path, entry: Mapping | None) -> bool:
+    """A journal line whose file and sidecar exist and whose file has the recorded SHA-256."""
+    if entry is None:
+        return False
+    path = out / entry["file"]
+    return path.is_file() and sidecar_path(path).is_file() and sha256_file(path) == entry["sha256"]
+
+
+def _finalize(out: Path, conditions: list[dict], samples_per_condition: int) -> None:
+    """The manifest in datalist order, without superseded lines, and the MONAI datalist."""
+    manifest = Manifest(out / "manifest.jsonl")
+    entries = manifest.entries()
+    ordered, training = [], []
+    for condition in conditions:
+        for k in range(samples_per_condition):
+            entry = entries.get((condition["id"], k))
+            if entry is None:
+                raise RuntimeError(f"sample {k} of {condition['id']!r} is missing from {manifest.path} after the run")
+            ordered.append(entry)
+            item = {"image": entry["file"], "prompt": condition["prompt"], "condition_id": condition["id"],
+                    "sample_index": k, "seed": entry["seed"]}  # fmt: skip
+            item |= {key: _mask_copy(condition, key) for key in ("anatomy", "pathology") if key in condition}
+            training.append(item)
+    manifest.rewrite(ordered)
+    write_atomically(out / "datalist.json", json.dumps({"training": training}, indent=2, ensure_ascii=False) + "\n")

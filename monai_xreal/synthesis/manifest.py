@@ -1,0 +1,79 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""``manifest.jsonl``: one line per finished image, appended only once its file is complete."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["Manifest", "write_atomically"]
+
+
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class Manifest:
+    """An append-only JSON-lines journal shared by the processes of a run.
+
+    Each line is one ``write`` under an exclusive ``flock``, then ``fsync``: processes never interleave lines,
+    and a killed process leaves at most one unterminated last line, which :meth:`repair` cuts off. The last line
+    of a key wins (a sample redone after its file was found damaged).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def repair(self) -> None:
+        """Cut an unterminated last line (a write interrupted by a kill); call before any process appends."""
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+
+    def entries(self) -> dict[tuple[str, int], dict]:
+        """``(condition_id, sample_index) -> line`` for every well-formed line."""
+        found: dict[tuple[str, int], dict] = {}
+        if not self.path.is_file():
+            return found
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                found[(str(entry["condition_id"]), int(entry["sample_index"]))] = entry
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # an interrupted line: its sample is redone
+        return found
+
+    def append(self, entry: dict) -> None:
+        line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def rewrite(self, entries: Iterable[dict]) -> None:
+        """Replace the journal by ``entries`` in the given order (the finished dataset's canonical manifest)."""
+        write_atomically(self.path, "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries))

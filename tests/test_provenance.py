@@ -1,0 +1,134 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Synthetic DICOM output, provenance sidecars and ``generate --from-provenance``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import pydicom
+import pytest
+import torch
+from monai.transforms import LoadImage
+
+from monai_xreal.cli.main import main
+from monai_xreal.io.dicom import PRIVATE_CREATOR, PRIVATE_GROUP, read_dicom_provenance
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def dciodvfy(path) -> str:
+    """dicom3tools' IOD validator; its errors (not its warnings) fail the test."""
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.fail("dciodvfy is not installed: apt-get install dicom3tools (.ci/run does it)")
+    done = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    report = done.stdout + done.stderr
+    assert done.returncode == 0 and "Error" not in report, report
+    return report
+
+
+def generate(tiny_bundle, out, *extra):
+    return main(["generate", "--bundle", str(tiny_bundle), "--num-inference-steps", "2", "--output-dir", str(out),
+                 *extra])  # fmt: skip
+
+
+def test_dicom_output_is_valid_synthetic_secondary_capture(tiny_bundle, tiny_pipeline, mask_files, tmp_path):
+    anatomy = str(mask_files["anatomy"])
+    assert generate(tiny_bundle, tmp_path / "a", "--anatomy", anatomy, "--num-images", "2", "--seed", "4",
+                    "--batch-size", "1", "--format", "dcm", "--patient-id", "Study-7 ünï") == 0  # fmt: skip
+    assert generate(tiny_bundle, tmp_path / "b", "--anatomy", anatomy, "--seed", "4", "--format", "dcm") == 0
+    files = sorted((tmp_path / "a").glob("*.dcm"))
+    assert [f.name for f in files] == ["xreal_seed4.dcm", "xreal_seed5.dcm"]
+    for file in files:
+        dciodvfy(file)
+    first, second, rerun = (pydicom.dcmread(f) for f in (*files, tmp_path / "b" / "xreal_seed4.dcm"))
+    sidecar = json.loads((tmp_path / "a" / "xreal_seed4.json").read_text(encoding="utf-8"))
+
+    assert first.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and first.ConversionType == "SYN"
+    assert list(first.ImageType) == ["DERIVED", "SECONDARY"] and first.BurnedInAnnotation == "NO"
+    assert first.Modality == "OT" and "SYNTHETIC" in first.DerivationDescription
+    assert sidecar["bundle"]["model_sha256"] in first.DerivationDescription
+    assert str(first.PatientName) == "SYNTHETIC^CXR" and first.PatientID == "Study-7 ünï"
+    assert first.PatientBirthDate == "" and first.PatientSex == "" and "OtherPatientIDs" not in first
+    # one study and series per run, one instance per image, and fresh UIDs on every run
+    assert first.StudyInstanceUID == second.StudyInstanceUID and first.SeriesInstanceUID == second.SeriesInstanceUID
+    assert first.SOPInstanceUID != second.SOPInstanceUID
+    assert {rerun.StudyInstanceUID, rerun.SeriesInstanceUID, rerun.SOPInstanceUID}.isdisjoint(
+        {first.StudyInstanceUID, first.SeriesInstanceUID, first.SOPInstanceUID}
+    )
+    block = first.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    assert block[0x01].value == "SYNTHETIC" and block[0x04].value == sidecar["bundle"]["model_sha256"]
+    assert read_dicom_provenance(files[0]) == {k: v for k, v in sidecar.items() if k != "output"}
+    assert sidecar["output"]["dicom"]["instance_uid"] == first.SOPInstanceUID
+    assert sidecar["output"]["sha256"] == sha256(files[0])
+
+    # pixels: MONAI's readers give the generated image, 16-bit
+    expected = tiny_pipeline(anatomy=LoadImage(image_only=True, ensure_channel_first=True)(anatomy)[None],
+                             num_inference_steps=2, seed=4)[0, 0]  # fmt: skip
+    by_pydicom = LoadImage(image_only=True, reader="PydicomReader")(str(files[0])) / 65535
+    by_default = LoadImage(image_only=True)(str(files[0])).squeeze() / 65535
+    for image in (by_pydicom, by_default):
+        assert image.shape == (32, 32)
+        torch.testing.assert_close(image.as_tensor().float(), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.as_tensor(first.pixel_array.T / 65535).float(), expected, atol=1e-4, rtol=0)
+
+
+def test_sidecar_says_how_each_image_was_made(tiny_bundle, mask_files, tmp_path):
+    out = tmp_path / "out"
+    assert generate(tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--pathology",
+                    str(mask_files["pathology"]), "--prompt", "Épanchement pleural", "--num-images", "3",
+                    "--batch-size", "2", "--seed", "10", "--guidance-scale", "3.5") == 0  # fmt: skip
+    record = json.loads((out / "xreal_seed11.json").read_text(encoding="utf-8"))
+    assert record["synthetic"] is True and record["prompt"] == "Épanchement pleural"
+    weights = {f"models/{f.name}": sha256(f) for f in sorted((tiny_bundle / "models").iterdir())}
+    assert {k: v for k, v in record["bundle"]["weights"].items() if k.startswith("models/")} == weights
+    assert any(k.startswith("text_encoder/") for k in record["bundle"]["weights"])
+    assert record["bundle"]["version"] == json.loads((tiny_bundle / "configs" / "metadata.json").read_text())["version"]
+    assert record["anatomy"]["sha256"] == sha256(mask_files["anatomy"])
+    assert record["pathology"]["sha256"] == sha256(mask_files["pathology"])
+    assert record["sampling"] == {"num_inference_steps": 2, "guidance_scale": 3.5, "anatomy_soft_value": 0.2,
+                                  "anatomy_step_fraction": 0.7, "eta": 1.0, "scheduler": "ddim", "seed": 11,
+                                  "batch_seeds": [10, 11], "batch_index": 1}  # fmt: skip
+    assert record["software"]["torch"] == torch.__version__ and record["software"]["monai"]
+    assert record["output"] == {"file": "xreal_seed11.png", "format": "png", "sha256": sha256(out / "xreal_seed11.png")}
+    third = json.loads((out / "xreal_seed12.json").read_text(encoding="utf-8"))["sampling"]
+    assert third["batch_seeds"] == [12] and third["batch_index"] == 0
+
+
+def test_from_provenance_reproduces_bit_for_bit_and_checks_its_inputs(tiny_bundle, mask_files, tmp_path, capsys):
+    masks = tmp_path / "masks"
+    shutil.copytree(mask_files["anatomy"].parent, masks, ignore=shutil.ignore_patterns("masks"))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    out = tmp_path / "out"
+    assert generate(bundle, out, "--anatomy", str(masks / "anatomy.png"), "--pathology", str(masks / "pathology.png"),
+                    "--prompt", "Edema", "--num-images", "3", "--batch-size", "2", "--seed", "20") == 0  # fmt: skip
+    for fmt in ("png", "nii.gz"):
+        again = tmp_path / f"again_{fmt}"
+        extra = ["--format", fmt] if fmt != "png" else []
+        capsys.readouterr()
+        assert main(["generate", "--from-provenance", str(out / "xreal_seed21.json"), "--output-dir", str(again),
+                     *extra]) == 0  # fmt: skip
+        assert "bit for bit" in capsys.readouterr().out
+        if fmt == "png":
+            assert sha256(again / "xreal_seed21.png") == sha256(out / "xreal_seed21.png")
+        replay = json.loads((again / "xreal_seed21.json").read_text(encoding="utf-8"))
+        assert replay["image_sha256"] == json.loads((out / "xreal_seed21.json").read_text())["image_sha256"]
+
+    (masks / "pathology.png").write_bytes((masks / "anatomy.png").read_bytes())
+    assert main(["generate", "--from-provenance", str(out / "xreal_seed20.json"), "--output-dir",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "pathology.png has changed since the image was made" in capsys.readouterr().err
+    weights = bundle / "models" / "model.pt"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert main(["generate", "--from-provenance", str(out / "xreal_seed20.json"), "--output-dir",
+                 str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "model.pt has SHA-256" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "bad.json").write_text('{"schema": "something else"}')
+    assert main(["generate", "--from-provenance", str(tmp_path / "bad.json"), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "is not a monai_xreal.provenance/1 record" in capsys.readouterr().err
