@@ -153,3 +153,27 @@ def test_dicom_patient_fields_are_refused_in_one_line(tmp_path, text):
                            "--format", "dcm", "--patient-name", text],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 2 and "--patient-name" in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_files_that_declare_huge_images_are_refused_without_reading_them(tmp_path):
+    import struct
+    import zlib
+
+    import nibabel as nib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0)  # 3.6 gigapixels, a few bytes of data
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    nifti = nib.Nifti1Image(np.zeros((2, 2), np.uint8), np.eye(4))
+    nifti.header.set_data_shape((30000, 30000))  # the header claims 900 MB; the file holds 4 bytes
+    truncated = tmp_path / "truncated.nii"
+    truncated.write_bytes(nifti.header.binaryblock + b"\0" * 4 + b"\0" * 4)
+    for path in (bomb, truncated):
+        with pytest.raises(XRealInputError) as raised:
+            load_mask(path, "anatomy")
+        one_line(raised.value)
+        assert "cannot read" in str(raised.value)
