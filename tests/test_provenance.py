@@ -132,3 +132,48 @@ def test_from_provenance_reproduces_bit_for_bit_and_checks_its_inputs(tiny_bundl
     (tmp_path / "bad.json").write_text('{"schema": "something else"}')
     assert main(["generate", "--from-provenance", str(tmp_path / "bad.json"), "--output-dir", str(tmp_path / "x")]) == 2
     assert "is not a monai_xreal.provenance/1 record" in capsys.readouterr().err
+
+
+IU_XML = """<?xml version="1.0" encoding="utf-8"?>
+<eCitation><uId id="CXR7"/><MedlineCitation><Article><Abstract>
+<AbstractText Label="COMPARISON">None.</AbstractText>
+<AbstractText Label="FINDINGS">Heart size is enlarged.   Lungs are clear.</AbstractText>
+<AbstractText Label="IMPRESSION">Cardiomegaly.</AbstractText>
+</Abstract></Article></MedlineCitation><parentImage id="CXR7_IM-1"/></eCitation>"""
+MIMIC_TXT = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ INDICATION:  Cough.
+ FINDINGS:  Heart size is enlarged.
+ Lungs are clear.
+ IMPRESSION:  Cardiomegaly.
+"""
+
+
+def test_generate_from_a_report_file_uses_findings_and_impression(tiny_bundle, mask_files, tmp_path, capsys):
+    from monai_xreal.data.reports import read_report_prompt
+
+    (tmp_path / "cxr7.xml").write_text(IU_XML)
+    (tmp_path / "s1.txt").write_text(MIMIC_TXT)
+    (tmp_path / "plain.txt").write_text("  Small left pleural\n effusion. ")
+    expected = "Heart size is enlarged. Lungs are clear. Cardiomegaly."
+    assert read_report_prompt(tmp_path / "cxr7.xml") == read_report_prompt(tmp_path / "s1.txt") == expected
+    assert read_report_prompt(tmp_path / "plain.txt") == "Small left pleural effusion."
+
+    anatomy = ["--anatomy", str(mask_files["anatomy"]), "--seed", "3"]
+    assert generate(tiny_bundle, tmp_path / "from_report", *anatomy, "--report", str(tmp_path / "s1.txt")) == 0
+    assert generate(tiny_bundle, tmp_path / "from_prompt", *anatomy, "--prompt", expected) == 0
+    image = "xreal_seed3.png"
+    assert (tmp_path / "from_report" / image).read_bytes() == (tmp_path / "from_prompt" / image).read_bytes()
+    record = json.loads((tmp_path / "from_report" / "xreal_seed3.json").read_text())
+    assert record["prompt"] == expected and record["report"]["sha256"] == sha256(tmp_path / "s1.txt")
+
+    (tmp_path / "empty.txt").write_text("FINDINGS:\nIMPRESSION:\n")
+    (tmp_path / "bad.xml").write_text("<eCitation><AbstractText>")
+    for args, reason in [(["--report", str(tmp_path / "empty.txt")], "holds no report text"),
+                         (["--report", str(tmp_path / "bad.xml")], "malformed XML"),
+                         (["--report", str(tmp_path / "none.txt")], "report: no such file"),
+                         (["--report", str(tmp_path / "s1.txt"), "--prompt", "x"], "not both")]:  # fmt: skip
+        capsys.readouterr()
+        assert generate(tiny_bundle, tmp_path / "x", *args) == 2
+        err = capsys.readouterr().err
+        assert reason in err and len(err.strip().splitlines()) == 1

@@ -15,7 +15,7 @@ from monai_xreal.cli.options import add_sampling_options, sampling_knobs
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_mask, staged_output
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid
-from monai_xreal.io.hashing import sha256_array
+from monai_xreal.io.hashing import sha256_array, sha256_file
 
 HELP = "generate CXRs that follow an anatomy mask, a pathology mask and a prompt"
 
@@ -26,6 +26,8 @@ def add_parser(commands) -> None:
     p.add_argument("--anatomy", type=Path, help="anatomy label map (PNG, NIfTI or DICOM)")
     p.add_argument("--pathology", type=Path, help="pathology mask, 1 where the finding goes (PNG, NIfTI or DICOM)")
     p.add_argument("--prompt", default="", help="finding or report text, e.g. 'Cardiomegaly' (default: empty)")
+    p.add_argument("--report", type=Path, default=None, help="a report file (IU X-ray XML, MIMIC-CXR .txt or plain "
+                   "text) whose FINDINGS and IMPRESSION are the prompt; instead of --prompt")  # fmt: skip
     p.add_argument("--num-images", type=int, default=1, help="images to generate (seeds SEED, SEED+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image (default: 0)")
     add_sampling_options(p)
@@ -46,6 +48,14 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.from_provenance is not None:
         return replay(args)
     knobs = sampling_knobs(args)
+    report = None
+    if args.report is not None:
+        from monai_xreal.data.reports import read_report_prompt
+
+        if args.prompt:
+            raise XRealInputError("report", "give --report or --prompt, not both")
+        args.prompt = read_report_prompt(args.report)
+        report = {"file": str(args.report.resolve()), "sha256": sha256_file(args.report)}
     if args.num_images < 1:
         raise XRealInputError("num_images", f"must be a positive integer, got {args.num_images}")
     if args.seed < 0:
@@ -76,7 +86,8 @@ def run(args: argparse.Namespace) -> list[Path]:
             for index, (seed, image) in enumerate(zip(seeds, images, strict=True)):
                 record = make_provenance(bundle, args.prompt, masks["anatomy"], masks["pathology"],
                                          {**settings, "scheduler": scheduler}, seeds, index, device, created,
-                                         extra={"image_sha256": sha256_array(image)})  # fmt: skip
+                                         extra={"image_sha256": sha256_array(image),
+                                                **({"report": report} if report else {})})  # fmt: skip
                 identity = DicomIdentity(study, series, dicom_uid(), created, args.patient_name, args.patient_id,
                                          instance_number=seed - args.seed + 1)  # fmt: skip
                 writer.write(image, staging, f"{args.prefix}_seed{seed}", record, identity)

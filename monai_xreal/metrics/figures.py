@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from monai_xreal.visualize import image_grid, overlay_masks
 
-__all__ = ["bar_chart", "metric_panels", "evaluation_figure"]
+__all__ = ["bar_chart", "metric_panels", "evaluation_figure", "stack_vertically"]
 
 _BAR = (66, 135, 245)
 _TEXT = (20, 20, 20)
@@ -121,15 +121,15 @@ def evaluation_figure(result, max_conditions: int = 6, max_samples: int = 4) -> 
     panels = metric_panels(result.report)
     if not panels:
         return grid
-    charts = _stack_vertically(panels)
+    charts = stack_vertically(panels)
     width = max(grid.shape[1], charts.shape[1])
-    return _stack_vertically([_pad_width(grid, width), _pad_width(charts, width)])
+    return stack_vertically([_pad_width(grid, width), _pad_width(charts, width)])
 
 
 def _pad_width(image: np.ndarray, width: int) -> np.ndarray:
     return np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)), constant_values=255)
 
 
-def _stack_vertically(images: list[np.ndarray]) -> np.ndarray:
+def stack_vertically(images: list[np.ndarray]) -> np.ndarray:
     width = max(image.shape[1] for image in images)
     return np.concatenate([_pad_width(image, width) for image in images])
