@@ -25,6 +25,7 @@ from monai_xreal.metrics import (
     load_classifier,
     ms_ssim_weights,
     pathology_placement,
+    prompted_label_auc,
     requested_label_score,
     sample_seed,
 )
@@ -155,6 +156,16 @@ class _MeanIntensity(nn.Module):
         return torch.stack([self.scale * m, -self.scale * m], dim=1)
 
 
+def test_prompted_label_auc_by_hand():
+    prompts = ["Pleural Effusion", "Pneumothorax", "No Finding", "Pleural Effusion, Pneumothorax"]
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.3], [0.4, 0.2], [0.3, 0.8]])
+    auc = prompted_label_auc(probabilities, prompts, ["Effusion", "Pneumothorax"])
+    # Effusion: positives 0.9, 0.3 against negatives 0.2, 0.4 -> 3 of 4 pairs ordered; Pneumothorax: 0.3, 0.8 vs
+    # 0.1, 0.2 -> 4 of 4
+    assert auc["per_label"] == {"Effusion": 0.75, "Pneumothorax": 1.0} and auc["mean_auc"] == 0.875
+    assert prompted_label_auc(probabilities[:1], prompts[:1], ["Effusion", "Pneumothorax"])["mean_auc"] is None
+
+
 def test_requested_label_score_uses_the_named_outputs():
     classifier = LabelClassifier(_MeanIntensity(), ["Effusion", "Pneumothorax"], spatial_size=16)
     images = torch.stack([torch.ones(1, 32, 32), torch.zeros(1, 32, 32), torch.ones(1, 32, 32)])
@@ -267,6 +278,12 @@ def test_generation_evaluation_report(responsive_pipeline, phantom_set, tmp_path
     assert metrics["pathology"]["num_samples"] == with_finding
     assert 0 <= placement["inside_fraction"] <= 1 and 0 < placement["mask_area_fraction"] < 1
     assert 0 <= metrics["pathology"]["classifier"]["requested_label_probability"] <= 1
+    # mAUC over every image: the classifier's probabilities recomputed here, the AUC taken from them by hand
+    prompts = [s.prompt for s in result.samples]
+    probabilities = evaluation.classifier(torch.stack([s.image for s in result.samples]))
+    auc = metrics["classifier_auc"]
+    assert auc["num_images"] == 10 and auc == prompted_label_auc(probabilities, prompts, ["Effusion", "Pneumothorax"])
+    assert auc["mean_auc"] is None or 0 <= auc["mean_auc"] <= 1
     # the samples are the pipeline's own, seed for seed, and a counterfactual is the same call with the empty prompt
     sample = next(s for s in result.samples if "pathology" in conditions[s.condition])
     condition = evaluation.conditions[sample.condition]

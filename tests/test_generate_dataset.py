@@ -91,6 +91,14 @@ def test_dataset_layout_manifest_and_datalist(uninterrupted, conditions):
     assert (uninterrupted.parent / "replay" / "case.1_s00002.png").read_bytes() == (
         uninterrupted / "images" / "case.1" / "case.1_s00002.png"
     ).read_bytes()
+    # the replay's own record points at the same masks from its new place, and can be replayed in turn
+    replayed = json.loads((uninterrupted.parent / "replay" / "case.1_s00002.json").read_text(encoding="utf-8"))
+    assert Path(replayed["anatomy"]["file"]) == (uninterrupted / "conditions" / "case.1" / "anatomy.png").resolve()
+    assert replayed["dataset"] == {"condition_id": "case.1", "sample_index": 2}
+    again = run([sys.executable, "-m", "monai_xreal", "generate", "--from-provenance",
+                 str(uninterrupted.parent / "replay" / "case.1_s00002.json"), "--output-dir",
+                 str(uninterrupted.parent / "replay2")])  # fmt: skip
+    assert "bit for bit" in again.stdout
 
 
 def test_two_gloo_processes_make_the_same_dataset(tiny_bundle, conditions, uninterrupted, tmp_path):

@@ -54,11 +54,13 @@ def _overrides(config: str, **extra) -> dict:
     return {"spatial_size": [SIZE, SIZE], "batch_size": 4, "num_workers": 0, **pairs, **extra}
 
 
-def run_training(config: str, data: Path, out: Path, epochs: int, **extra) -> dict:
-    """Train through the bundle workflow; returns the losses per epoch, the trainer and the first weights."""
+def run_training(config: str | list[str], data: Path, out: Path, epochs: int, **extra) -> dict:
+    """Train through the bundle workflow (a config, or a config and its overriding files); returns the losses per
+    epoch, the trainer and the first weights."""
+    configs = [config] if isinstance(config, str) else list(config)
     workflow = create_workflow(
-        config_file=str(CONFIGS / config), meta_file=META, workflow_type="train", bundle_root=str(ROOT),
-        dataset_dir=str(data), output_dir=str(out), epochs=epochs, **_overrides(config, **extra),
+        config_file=[str(CONFIGS / c) for c in configs], meta_file=META, workflow_type="train", bundle_root=str(ROOT),
+        dataset_dir=str(data), output_dir=str(out), epochs=epochs, **_overrides(configs[0], **extra),
     )  # fmt: skip
     workflow.initialize()
     trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -204,6 +206,23 @@ def test_diffusion_training_scale_factor_ema_and_condition_dropout(phantoms, tra
     assert (tmp_path / "validation" / "samples_epoch0004.png").is_file()
     saved = torch.load(latest_checkpoint(tmp_path), weights_only=True)
     assert set(saved) == {"model", "ema", "optimizer", "trainer"} and saved["trainer"]["iteration"] == 4 * 4
+
+
+def test_report_diffusion_trains_the_unet_on_findings_and_impression(phantoms, trained_autoencoder, tmp_path):
+    from monai_xreal.transforms import BuildPrompt
+
+    seen = run_training(
+        ["train_diffusion.json", "train_report_diffusion.json"], phantoms, tmp_path, epochs=2,
+        autoencoder_weights=str(trained_autoencoder), preview_steps=2, condition_dropout=0.3,
+    )  # fmt: skip
+    items = json.loads((phantoms / "datalist.json").read_text())["training"]
+    reports = {BuildPrompt("report", ("findings", "impression")).text(item["report"]) for item in items}
+    trained = set(seen["parser"].get_parsed_content("prepare_batch").embeddings.prompts()) - {""}
+    # every prompt the UNet saw is a phantom's FINDINGS + IMPRESSION (and the previews' reports), never a label name
+    previews = set(seen["parser"].get_parsed_content("preview_prompts"))
+    assert trained and trained <= reports | previews and len(trained & reports) >= 2
+    assert all("." in prompt and len(prompt.split()) >= 3 for prompt in trained)
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "validation" / "samples_epoch0002.png").is_file()
 
 
 def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):

@@ -43,7 +43,12 @@ def add_parser(commands) -> None:
     )  # fmt: skip
     p.add_argument("--segmenter", type=Path, default=None, help="anatomy judge bundle (default: the embedded one)")
     p.add_argument("--no-anatomy", action="store_true", help="skip anatomy Dice")
-    p.add_argument("--classifier", type=Path, default=None, help="classifier bundle or torchxrayvision weight file")
+    p.add_argument(
+        "--classifier",
+        type=Path,
+        default=None,
+        help="classifier bundle, 'embedded' (the shipped cxr_classifier), or a torchxrayvision weight file",
+    )
     p.add_argument("--no-placement", action="store_true", help="skip pathology placement (saves the extra sampling)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps per stage (default: the bundle's)")
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance weight (default: the bundle's)")

@@ -111,11 +111,18 @@ def replay(args: argparse.Namespace) -> list[Path]:
     fmt = args.format or output.get("format") or "png"
     stem = sidecar_path(output.get("file", f"{args.prefix}_seed{sampling['seed']}")).stem
     digest = sha256_array(image)
-    settings = {k: sampling[k] for k in (*pipe.sampling_defaults, "scheduler")}
-    again = make_provenance(record["bundle"], record.get("prompt", ""), record.get("anatomy"), record.get("pathology"),
+    settings = {k: sampling.get(k) for k in (*pipe.sampling_defaults, "scheduler")}
+    masks = {}
+    for key in ("anatomy", "pathology"):  # relative mask paths (datasets') start from the original sidecar
+        entry = record.get(key)
+        if entry is not None and "file" in entry:
+            entry = {**entry, "file": str((args.from_provenance.parent / entry["file"]).resolve())}
+        masks[key] = entry
+    extra = {"image_sha256": digest, "reproduces": str(args.from_provenance.resolve())}
+    extra |= {key: record[key] for key in ("report", "dataset") if key in record}
+    again = make_provenance(record["bundle"], record.get("prompt", ""), masks["anatomy"], masks["pathology"],
                             settings, sampling["batch_seeds"], sampling["batch_index"], pipe.device,
-                            extra={"image_sha256": digest,
-                                   "reproduces": str(args.from_provenance.resolve())})  # fmt: skip
+                            extra=extra)  # fmt: skip
     now = datetime.now(timezone.utc)
     identity = DicomIdentity(dicom_uid(), dicom_uid(), dicom_uid(), now, args.patient_name, args.patient_id)
     with staged_output(args.output_dir) as staging:

@@ -17,5 +17,6 @@ from monai_xreal.metrics.pathology import (
     labels_in_prompt,
     load_classifier,
     pathology_placement,
+    prompted_label_auc,
     requested_label_score,
 )

@@ -19,7 +19,12 @@ from monai_xreal.io import load_cxr, load_mask
 from monai_xreal.metrics.adherence import ADHERENCE_LABELS, anatomy_dice, segment
 from monai_xreal.metrics.diversity import intra_condition_ms_ssim, ms_ssim_weights
 from monai_xreal.metrics.fid import extract_features, frechet_distance
-from monai_xreal.metrics.pathology import LabelClassifier, pathology_placement, requested_label_score
+from monai_xreal.metrics.pathology import (
+    LabelClassifier,
+    pathology_placement,
+    prompted_label_auc,
+    requested_label_score,
+)
 
 __all__ = ["Sample", "GenerationEvaluation", "EvaluationResult", "load_real_images", "sample_seed"]
 
@@ -104,6 +109,9 @@ class GenerationEvaluation:
     - ``pathology``: share of the generated pathology inside the requested mask (against the same seed and masks
       with the empty prompt, see :func:`~monai_xreal.metrics.pathology.pathology_placement`), and ``classifier``'s
       probability for the labels the prompt names, with the prompt and with the empty prompt.
+    - ``classifier_auc``: per label, the ROC AUC of ``classifier``'s probability between the images whose prompt
+      names the label and the others, and their mean (Diff-CXR's mAUC; see
+      :func:`~monai_xreal.metrics.pathology.prompted_label_auc`).
 
     Args:
         pipeline: an :class:`monai_xreal.XRealPipeline`.
@@ -193,6 +201,10 @@ class GenerationEvaluation:
             metrics["diversity"] = self._diversity(samples)
         if self.segmenter is not None:
             metrics["anatomy"] = self._anatomy(samples)
+        if self.classifier is not None:  # every image, so that each prompted label has negatives too
+            probabilities = self.classifier(generated)
+            metrics["classifier_auc"] = prompted_label_auc(probabilities, [s.prompt for s in samples],
+                                                           self.classifier.labels)  # fmt: skip
         with_finding = [s for s in samples if self.conditions[s.condition].get("pathology") is not None]
         if with_finding and (self.pathology_counterfactuals or self.classifier is not None):
             metrics["pathology"] = self._pathology(with_finding)

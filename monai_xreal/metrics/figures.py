@@ -68,6 +68,9 @@ def metric_panels(report: Mapping) -> list[np.ndarray]:
         unit["classifier p(label)"] = classifier["requested_label_probability"]
         if classifier.get("empty_prompt_probability") is not None:
             unit["p(label), empty prompt"] = classifier["empty_prompt_probability"]
+    auc = metrics.get("classifier_auc", {})
+    if auc.get("mean_auc") is not None:
+        unit["classifier mAUC (prompted labels)"] = auc["mean_auc"]
     if unit:
         panels.append(bar_chart(unit, "scores in [0, 1]", vmax=1.0))
     return panels

@@ -14,7 +14,14 @@ from torch import nn
 from monai_xreal.bundle import load_weights, read_bundle_config
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["pathology_placement", "LabelClassifier", "load_classifier", "labels_in_prompt", "requested_label_score"]
+__all__ = [
+    "pathology_placement",
+    "LabelClassifier",
+    "load_classifier",
+    "labels_in_prompt",
+    "prompted_label_auc",
+    "requested_label_score",
+]
 
 # names the field uses for the same finding; a prompt naming one matches a classifier output named by another
 _ALIASES = {"effusion": ("pleural effusion",), "pleural effusion": ("effusion",), "pleural thickening": ()}
@@ -101,7 +108,8 @@ class LabelClassifier(nn.Module):
 
 
 def load_classifier(source: str | Path, device: torch.device | str = "cpu") -> LabelClassifier:
-    """A classifier from a MONAI bundle folder or a torchxrayvision DenseNet121 weight file.
+    """A classifier from a MONAI bundle folder (``"embedded"``: the shipped ``cxr_classifier``) or a
+    torchxrayvision DenseNet121 weight file.
 
     A bundle needs ``configs/inference.json`` with ``network_def``, ``models/model.pt``, and its
     ``configs/metadata.json`` naming the outputs in ``network_data_format.outputs.pred.channel_def`` (index to label)
@@ -111,6 +119,10 @@ def load_classifier(source: str | Path, device: torch.device | str = "cpu") -> L
     Raises:
         XRealInputError: a missing source, or a bundle without the parts above.
     """
+    if str(source) == "embedded":
+        from monai_xreal.bundle import default_bundle_path
+
+        source = default_bundle_path("cxr_classifier")
     source = Path(source)
     if source.is_dir():
         return _bundle_classifier(source, device)
@@ -159,3 +171,28 @@ def requested_label_score(classifier: LabelClassifier, images: torch.Tensor, pro
         if named:
             scores[i] = probabilities[i, named].mean()
     return scores
+
+
+def prompted_label_auc(probabilities: torch.Tensor, prompts: Sequence[str], labels: Sequence[str]) -> dict:
+    """How well a classifier tells generated images apart by the finding their prompt asked for (Diff-CXR's mAUC).
+
+    For each label that some prompts name and others do not: the ROC AUC of the classifier's probability of that
+    label, images whose prompt names it being the positives. ``mean_auc`` averages those AUCs (``None`` when no
+    label has both positives and negatives).
+
+    Args:
+        probabilities: ``(N, L)`` the classifier's probabilities of ``labels`` for ``N`` generated images.
+        prompts: the ``N`` prompts the images were generated from.
+        labels: the classifier's ``L`` output names.
+    """
+    from monai.metrics import compute_roc_auc
+
+    named = torch.zeros(len(prompts), len(labels), dtype=torch.bool)
+    for i, prompt in enumerate(prompts):
+        named[i, labels_in_prompt(prompt, labels)] = True
+    per_label = {}
+    for j, name in enumerate(labels):
+        if named[:, j].any() and not named[:, j].all():
+            per_label[name] = float(compute_roc_auc(probabilities[:, j].float(), named[:, j].float()))
+    mean = sum(per_label.values()) / len(per_label) if per_label else None
+    return {"per_label": per_label, "mean_auc": mean, "num_images": len(prompts)}

@@ -47,6 +47,10 @@ class PromptEmbeddingCache:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def prompts(self) -> list[str]:
+        """The cached prompts, least recently used first."""
+        return list(self._cache)
+
     def clear(self) -> None:
         """Forget every embedding (e.g. after the encoder moved to another device)."""
         self._cache.clear()

@@ -16,3 +16,4 @@ from monai_xreal.transforms.prompts import NO_FINDING_PROMPT, UNCONDITIONAL_PROM
 from monai_xreal.transforms.anatomy import ANATOMY_RLE_LABELS, AnatomyRLEToLabelMap, AnatomyRLEToLabelMapd
 from monai_xreal.transforms.intensity import NormalizeCXRIntensity, NormalizeCXRIntensityd
 from monai_xreal.transforms.latents import EncodeLatentd
+from monai_xreal.transforms.labels import LabelsToVectord

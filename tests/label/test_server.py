@@ -145,7 +145,8 @@ def test_generated_cxr_follows_the_sent_anatomy_and_segments_back(server, phanto
     assert echo["seed"] == 7 and echo["steps"] == STEPS and echo["guidance"] == 3.0 and echo["prompt"] == ""
     assert echo["eta"] == 1.0 and echo["scheduler"] == "ddim"  # bundle defaults, reported as used
     assert echo["input_shape"] == [SIZE, SIZE] and echo["output_shape"] == [SIZE, SIZE]
-    assert echo["model_shape"] == [128, 128] and echo["bundle_version"] == "0.3.0"
+    version = json.loads((Path(APP_DIR).parents[3] / "bundles" / "cxr_xreal" / "configs" / "metadata.json").read_text())
+    assert echo["model_shape"] == [128, 128] and echo["bundle_version"] == version["version"]
 
     # the segmentation task reads the generated image back: the anatomy it finds is the one that was sent
     generated = png(image.numpy(), tmp_path, "generated", labels=False)
