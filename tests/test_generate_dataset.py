@@ -126,15 +126,6 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def descendants(pid: int) -> list[int]:
-    found, queue = [], [pid]
-    while queue:
-        for child in children(queue.pop()):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
 def test_killed_run_restarts_to_the_uninterrupted_result(tiny_bundle, conditions, uninterrupted, tmp_path):
     out = tmp_path / "dataset"
     args = command(tiny_bundle, conditions, out, processes=2)
@@ -144,7 +135,8 @@ def test_killed_run_restarts_to_the_uninterrupted_result(tiny_bundle, conditions
     while not (manifest.is_file() and manifest.read_bytes().count(b"\n") >= 1):
         assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.005)
-    workers = [c for c in descendants(launcher.pid) if b"generate-dataset" in cmdline(c)]
+    # torchrun's workers are the launcher's own children (their children, if any, are not workers)
+    workers = [c for c in children(launcher.pid) if b"generate-dataset" in cmdline(c)]
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGKILL)  # one worker dies mid-run; torchrun stops the other
     assert launcher.wait(timeout=120) != 0
