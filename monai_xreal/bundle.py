@@ -36,6 +36,7 @@ NETWORK_IDS = {
     "autoencoder": "autoencoder_def",
     "anatomy_controller": "anatomy_controller_def",
     "controlnet": "controlnet_def",
+    "prompt_adapter": "report_adapter_def",
 }
 # pipeline attribute -> weight file stem under models/ (MONAI's convention: model.pt is network_def's)
 WEIGHT_STEMS = {
@@ -44,6 +45,7 @@ WEIGHT_STEMS = {
     "anatomy_controller": "model_anatomy_controller",
     "controlnet": "model_controlnet",
     "text_encoder": "model_text_encoder",
+    "prompt_adapter": "model_report_adapter",
 }
 
 

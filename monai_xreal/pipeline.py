@@ -78,6 +78,9 @@ class XRealPipeline:
         families: the model family each latent-space network was trained in, e.g.
             ``{"autoencoder": "xreal:3f2a...", "anatomy_controller": "xreal:3f2a..."}``; an anatomy controller from
             another family than the autoencoder is refused (it was trained against that LDM's latent space).
+        prompt_adapter: the trainable module the UNet was trained behind (e.g.
+            :class:`monai_xreal.text.ReportEmbeddingAdapter`): the text encoder's ``(B, L, D)`` embeddings to the
+            ``(B, N, cross_attention_dim)`` context every network reads; ``None`` passes them through.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class XRealPipeline:
         sampling_defaults: Mapping[str, float] | None = None,
         image_range: Sequence[float] = (0.0, 1.0),
         families: Mapping[str, str] | None = None,
+        prompt_adapter: nn.Module | None = None,
     ) -> None:
         _check_family(anatomy_controller, families or {})
         low, high = (float(v) for v in image_range)
@@ -110,6 +114,7 @@ class XRealPipeline:
             None if anatomy_controller is None else anatomy_controller.eval().requires_grad_(False)
         )
         self.controlnet = None if controlnet is None else controlnet.eval().requires_grad_(False)
+        self.prompt_adapter = None if prompt_adapter is None else prompt_adapter.eval().requires_grad_(False)
         self.scheduler = scheduler
         self.scale_factor = float(scale_factor)
         labels = anatomy_labels or {0: "background", 1: "right lung", 2: "left lung", 3: "heart", 4: "mediastinum"}
@@ -149,7 +154,9 @@ class XRealPipeline:
     def to(self, device: torch.device | str) -> XRealPipeline:
         """Move every network to ``device``."""
         self.device = torch.device(device)
-        for module in (self.autoencoder, self.unet, self.text_encoder, self.anatomy_controller, self.controlnet):
+        modules = (self.autoencoder, self.unet, self.text_encoder, self.anatomy_controller, self.controlnet,
+                   self.prompt_adapter)  # fmt: skip
+        for module in modules:
             if module is not None:
                 module.to(self.device)
         self._prompt_cache.clear()
@@ -169,8 +176,13 @@ class XRealPipeline:
     # -- building blocks -------------------------------------------------------------------------------------
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``(B, L, D)`` embeddings; each distinct prompt goes through the text encoder once and is cached."""
-        return self._prompt_cache(prompts, self.device)
+        """``(B, L, D)`` context; each distinct prompt goes through the text encoder once and is cached (the
+        ``prompt_adapter``, when there is one, maps the cached embeddings to its ``(B, N, D)`` tokens)."""
+        embeddings = self._prompt_cache(prompts, self.device)
+        if self.prompt_adapter is None:
+            return embeddings
+        with torch.no_grad():
+            return self.prompt_adapter(embeddings)
 
     def anatomy_image(self, anatomy: torch.Tensor) -> torch.Tensor:
         """The anatomy controller's coarse X-ray ``clamp(D(mode(E(m))), 0, 1)``, ``(B, 1, H, W)`` in [0, 1]."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,13 @@ def test_train_configs_define_the_networks_of_the_inference_config():
                 assert _parsed(CONFIGS / config, key) == _parsed(CONFIGS / "inference.json", key), (config, key)
 
 
+def test_report_config_defines_the_adapter_of_the_inference_config():
+    inference = ConfigParser.load_config_file(CONFIGS / "inference.json")
+    report = ConfigParser.load_config_file(CONFIGS / "train_report_diffusion.json")
+    assert report["report_adapter_def"] == inference["report_adapter_def"]
+    assert inference["report_adapter"] is False  # the shipped UNet was trained on label prompts, without it
+
+
 def _parsed(config: Path, key: str):
     parser = ConfigParser()
     parser.read_config(str(config))
@@ -223,6 +231,74 @@ def test_report_diffusion_trains_the_unet_on_findings_and_impression(phantoms, t
     assert trained and trained <= reports | previews and len(trained & reports) >= 2
     assert all("." in prompt and len(prompt.split()) >= 3 for prompt in trained)
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "validation" / "samples_epoch0002.png").is_file()
+
+
+def test_report_adapter_trains_with_the_unet_and_serves_inference(phantoms, trained_autoencoder, tmp_path):
+    from monai_xreal.bundle import load_weights
+    from monai_xreal.engines import LatentNoiseFilter, SampleWeightedLoss
+    from monai_xreal.errors import XRealInputError
+    from monai_xreal.networks import AdaptedContextUNet
+    from monai_xreal.pipeline import XRealPipeline
+
+    configs = ["train_diffusion.json", "train_report_diffusion.json", "noise_filter.json"]
+    extra = {"autoencoder_weights": str(trained_autoencoder), "preview_steps": 2, "learning_rate": 0.002,
+             "report_adapter_def#num_tokens": 4, "noise_filter#warmup_epochs": 1}  # fmt: skip
+    seen = run_training(configs, phantoms, tmp_path, epochs=2, **extra)
+    parser = seen["parser"]
+    network = parser.get_parsed_content("network")
+    assert isinstance(network, AdaptedContextUNet)
+    # one optimiser trains both: the adapter's queries moved from their initial values, and so did the UNet
+    start, end = seen["start_state"], network.state_dict()
+    assert not torch.equal(start["adapter.queries"], end["adapter.queries"].cpu())
+    assert any(not torch.equal(start[k], end[k].cpu()) for k in start if k.startswith("unet."))
+    # separate weight files: the UNet's keys are those inference loads, the adapter's load into its definition
+    unet = load_weights(parser.get_parsed_content("diffusion_unet_def"), tmp_path / "model.pt")
+    adapter = load_weights(parser.get_parsed_content("report_adapter_def"), tmp_path / "model_report_adapter.pt")
+    ema = parser.get_parsed_content("ema").ema_model
+    assert all(torch.equal(v, ema.adapter.state_dict()[k].cpu()) for k, v in adapter.state_dict().items())
+    assert all(torch.equal(v, ema.unet.state_dict()[k].cpu()) for k, v in unet.state_dict().items())
+    # the noise filter ran on every training phantom with the weighted loss and is in the checkpoint
+    assert isinstance(parser.get_parsed_content("loss"), SampleWeightedLoss)
+    table = json.loads((tmp_path / "noise_filter.json").read_text())
+    ids = {item["id"] for item in json.loads((phantoms / "datalist.json").read_text())["training"]}
+    assert table["epoch"] == 2 and set(table["samples"]) == ids
+    saved = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert saved["noise_filter"]["samples"].keys() == ids
+    assert isinstance(parser.get_parsed_content("noise_filter"), LatentNoiseFilter)
+
+    # a third epoch resumes the filter's table and the wrapped network from the checkpoint
+    resumed = run_training(configs, phantoms, tmp_path, epochs=3, **extra)
+    assert resumed["start_epoch"] == 2
+    assert json.loads((tmp_path / "noise_filter.json").read_text())["epoch"] == 3
+    filter_state = resumed["parser"].get_parsed_content("noise_filter").samples
+    assert all(state.epochs_seen["score"] == 3 for state in filter_state.values())
+
+    # inference: a bundle holding both files with report_adapter on conditions the UNet through the adapter
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ROOT, bundle, ignore=shutil.ignore_patterns("models"))
+    (bundle / "models").mkdir()
+    for name in ("model.pt", "model_report_adapter.pt"):
+        shutil.copy2(tmp_path / name, bundle / "models" / name)
+    shutil.copy2(trained_autoencoder, bundle / "models" / "model_autoencoder.pt")
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    for key in ("autoencoder_def", "diffusion_unet_def"):
+        config[key].update(TINY["train_diffusion.json"][key])
+    config.update(report_adapter=True, anatomy_controller_def=None, controlnet_def=None, spatial_shape=[SIZE, SIZE])
+    config["report_adapter_def"]["num_tokens"] = 4
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    pipeline = XRealPipeline.from_bundle(bundle, device="cpu")
+    prompts = ["The heart is enlarged. Cardiomegaly.", ""]
+    context = pipeline.encode_prompts(prompts)
+    assert context.shape == (2, 4, 384)
+    adapter_file = bundle / "models" / "model_report_adapter.pt"
+    adapter = load_weights(parser.get_parsed_content("report_adapter_def"), adapter_file)
+    assert torch.allclose(context, adapter.eval()(pipeline.text_encoder(prompts)), atol=1e-6)
+    images = pipeline(prompt=prompts[:1], num_inference_steps=2, seed=0)
+    assert images.shape == (1, 1, SIZE, SIZE) and 0 <= images.min() and images.max() <= 1
+    # the adapter's weight file is required once the config asks for it, and named when missing
+    (bundle / "models" / "model_report_adapter.pt").unlink()
+    with pytest.raises(XRealInputError, match="model_report_adapter.pt for the prompt_adapter"):
+        XRealPipeline.from_bundle(bundle, device="cpu")
 
 
 def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):

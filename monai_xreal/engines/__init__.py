@@ -13,3 +13,4 @@ from monai_xreal.engines.diffusion import (
 )
 from monai_xreal.engines.distributed import handlers_for_rank
 from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
+from monai_xreal.engines.noise_filter import LatentNoiseFilter, SampleState, SampleWeightedLoss

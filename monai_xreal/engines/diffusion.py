@@ -70,6 +70,9 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     (``BuildPromptd``, whose ``drop_prob`` empties prompts for classifier-free guidance), returns
     ``(z, noise, (), {"noise", "timesteps", "condition"})`` with ``z = (mu + sigma * eps) * scale_factor``.
 
+    The inferer keyword arguments of the last call stay in ``last_kwargs`` (handlers such as
+    :class:`monai_xreal.engines.LatentNoiseFilter` read the drawn noise and timesteps there).
+
     Args:
         num_train_timesteps: the scheduler's training steps (timesteps drawn uniformly below it).
         text_encoder: prompts to ``(B, L, D)`` embeddings (frozen).
@@ -91,6 +94,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         self.embeddings = PromptEmbeddingCache(text_encoder.eval().requires_grad_(False), size=4096)
         self.scale_factor = float(scale_factor)
         self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
+        self.last_kwargs: dict[str, torch.Tensor] = {}
 
     def latents(self, batchdata: dict, device, non_blocking: bool = False, **kwargs) -> torch.Tensor:
         """A scaled latent sample ``(B, C, h, w)``."""
@@ -104,7 +108,8 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         timesteps = self.get_timesteps(latents)
         target = self.get_target(latents, noise, timesteps)  # noise here; a v-prediction subclass overrides it
         condition = self.embeddings(list(batchdata[self.prompt_key]), latents.device)
-        return latents, target, (), {"noise": noise, "timesteps": timesteps, "condition": condition}
+        self.last_kwargs = {"noise": noise, "timesteps": timesteps, "condition": condition}
+        return latents, target, (), self.last_kwargs
 
 
 class ControlNetPrepareBatch(LatentDiffusionPrepareBatch):
@@ -129,7 +134,7 @@ class ControlNetPrepareBatch(LatentDiffusionPrepareBatch):
         latents, target, args, infer_kwargs = super().__call__(batchdata, device, non_blocking, **kwargs)
         anatomy = torch.as_tensor(batchdata[self.anatomy_key]).to(device, non_blocking=non_blocking, **kwargs)
         pathology = torch.as_tensor(batchdata[self.pathology_key]).to(device, non_blocking=non_blocking, **kwargs)
-        infer_kwargs["cn_cond"] = controlnet_condition(anatomy, pathology, self.max_label)
+        infer_kwargs["cn_cond"] = controlnet_condition(anatomy, pathology, self.max_label)  # also in last_kwargs
         return latents, target, args, infer_kwargs
 
 

@@ -2,3 +2,4 @@
 """Networks beyond MONAI core's: layouts that load weights published for other implementations exactly."""
 
 from monai_xreal.networks.compvis import CompVisAutoencoderKL, CompVisDiffusionModelUNet
+from monai_xreal.networks.conditioning import AdaptedContextUNet

@@ -4,3 +4,4 @@
 from monai_xreal.text.bert_embedder import BERTEmbedder
 from monai_xreal.text.cache import PromptEmbeddingCache
 from monai_xreal.text.encoders import HFTextEncoder, LabelVectorConditioner, packaged_model_path
+from monai_xreal.text.adapter import ReportEmbeddingAdapter
