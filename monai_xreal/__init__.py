@@ -5,5 +5,5 @@ from monai_xreal import bundle, control, data, engines, text, transforms
 from monai_xreal.errors import XRealInputError
 from monai_xreal.pipeline import XRealPipeline
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 __all__ = ["XRealPipeline", "XRealInputError", "__version__"]

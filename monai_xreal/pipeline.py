@@ -7,6 +7,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,7 @@ class XRealPipeline:
         bundle_root: str | Path | None = None,
         device: torch.device | str | None = None,
         config_file: str = "configs/inference.json",
+        overrides: Mapping[str, Any] | None = None,
     ) -> XRealPipeline:
         """Build the pipeline from a bundle folder's ``pipeline`` config id and load its ``models/`` weights.
 
@@ -142,9 +144,13 @@ class XRealPipeline:
             bundle_root: the bundle folder; ``None`` is the embedded ``cxr_xreal`` bundle.
             device: where to run; ``None`` picks the bundle config's ``device``.
             config_file: the config holding the network definitions, relative to ``bundle_root``.
+            overrides: config ids to set before parsing, as ``monai.bundle run`` does with ``--id value``
+                (e.g. ``{"report_adapter": True}``).
         """
         root = Path(bundle_root) if bundle_root is not None else default_bundle_path()
         parser = read_bundle_config(root, config_file)
+        for key, value in (overrides or {}).items():
+            parser[key] = value
         if device is not None:
             parser["device"] = str(device)
         pipeline = parser.get_parsed_content("pipeline", instantiate=True)

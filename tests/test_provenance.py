@@ -11,6 +11,7 @@ import subprocess
 import pydicom
 import pytest
 import torch
+from conftest import randomise_weights
 from monai.transforms import LoadImage
 
 from monai_xreal.cli.main import main
@@ -177,3 +178,37 @@ def test_generate_from_a_report_file_uses_findings_and_impression(tiny_bundle, m
         assert generate(tiny_bundle, tmp_path / "x", *args) == 2
         err = capsys.readouterr().err
         assert reason in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_from_a_report_goes_through_the_bundles_report_adapter(tiny_bundle, mask_files, tmp_path, capsys):
+    """A bundle that ships ``model_report_adapter.pt`` reads --report text through it (and --prompt text not);
+    the sidecar records it and --from-provenance makes the same image again."""
+    from monai_xreal import XRealPipeline
+    from monai_xreal.bundle import read_bundle_config, save_weights
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    config = read_bundle_config(bundle)
+    save_weights(randomise_weights(config.get_parsed_content("report_adapter_def"), seed=3),
+                 bundle / "models" / "model_report_adapter.pt")  # fmt: skip
+    unet = XRealPipeline.from_bundle(bundle, device="cpu").unet  # zero-initialised cross-attention ignores the text
+    save_weights(randomise_weights(unet, seed=4, std=0.05), bundle / "models" / "model.pt")
+    (tmp_path / "s1.txt").write_text(MIMIC_TXT)
+    prompt = "Heart size is enlarged. Lungs are clear. Cardiomegaly."
+    anatomy = ["--anatomy", str(mask_files["anatomy"]), "--seed", "3"]
+    assert generate(bundle, tmp_path / "report", *anatomy, "--report", str(tmp_path / "s1.txt")) == 0
+    assert generate(bundle, tmp_path / "prompt", *anatomy, "--prompt", prompt) == 0
+    image = "xreal_seed3.png"
+    assert (tmp_path / "report" / image).read_bytes() != (tmp_path / "prompt" / image).read_bytes()
+    record = json.loads((tmp_path / "report" / "xreal_seed3.json").read_text())
+    assert record["report_adapter"] is True and "models/model_report_adapter.pt" in record["bundle"]["weights"]
+    assert json.loads((tmp_path / "prompt" / "xreal_seed3.json").read_text())["report_adapter"] is False
+    pipe = XRealPipeline.from_bundle(bundle, device="cpu", overrides={"report_adapter": True})
+    assert pipe.prompt_adapter is not None and torch.equal(
+        pipe.encode_prompts([prompt]), pipe.prompt_adapter(pipe.text_encoder([prompt]))
+    )
+    capsys.readouterr()
+    sidecar = tmp_path / "report" / "xreal_seed3.json"
+    assert main(["generate", "--from-provenance", str(sidecar), "--output-dir", str(tmp_path / "again")]) == 0
+    assert "bit for bit" in capsys.readouterr().out
+    assert (tmp_path / "again" / image).read_bytes() == (tmp_path / "report" / image).read_bytes()

@@ -16,6 +16,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, create_workflow
 
+from monai_xreal.bundle import read_bundle_config
 from monai_xreal.data.phantoms.dataset import write_phantom_set
 from monai_xreal.engines.checkpoints import latest_checkpoint
 
@@ -299,6 +300,19 @@ def test_report_adapter_trains_with_the_unet_and_serves_inference(phantoms, trai
     (bundle / "models" / "model_report_adapter.pt").unlink()
     with pytest.raises(XRealInputError, match="model_report_adapter.pt for the prompt_adapter"):
         XRealPipeline.from_bundle(bundle, device="cpu")
+
+    # an adapter trained alone over that trained UNet (how the demo adapter was made): the UNet does not move, and
+    # the latents are scaled as the UNet was trained (inference.json's scale_factor, not one measured again)
+    frozen_extra = {k: v for k, v in extra.items() if not k.startswith("noise_filter")}
+    frozen = run_training(configs[:2], phantoms, tmp_path / "frozen", epochs=1, unet_weights=str(tmp_path / "model.pt"),
+                          freeze_unet=True, **frozen_extra)  # fmt: skip
+    network = frozen["parser"].get_parsed_content("network")
+    trained = torch.load(tmp_path / "model.pt", weights_only=True)  # the resumed run's
+    assert all(torch.equal(v, network.unet.state_dict()[k].cpu()) for k, v in trained.items())
+    assert not torch.equal(frozen["start_state"]["adapter.queries"], network.adapter.queries.detach().cpu())
+    assert not network.unet.training and not any(p.requires_grad for p in network.unet.parameters())
+    expected_scale = read_bundle_config(ROOT).get_parsed_content("scale_factor")
+    assert frozen["parser"].get_parsed_content("scale_factor") == expected_scale
 
 
 def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    pipe = XRealPipeline.from_bundle(args.bundle, device=device)
+    pipe = XRealPipeline.from_bundle(args.bundle, device=device, overrides=report_overrides(args.bundle, report))
     pipe.prepare_conditions(anatomy, pathology, args.prompt)  # every bad input fails here, before any work
     settings = pipe.sampling_settings(args.scheduler, **knobs)
     scheduler = settings.pop("scheduler")
@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                 record = make_provenance(bundle, args.prompt, masks["anatomy"], masks["pathology"],
                                          {**settings, "scheduler": scheduler}, seeds, index, device, created,
                                          extra={"image_sha256": sha256_array(image),
-                                                **({"report": report} if report else {})})  # fmt: skip
+                                                **({"report": report} if report else {}),
+                                                "report_adapter": pipe.prompt_adapter is not None})  # fmt: skip
                 identity = DicomIdentity(study, series, dicom_uid(), created, args.patient_name, args.patient_id,
                                          instance_number=seed - args.seed + 1)  # fmt: skip
                 writer.write(image, staging, f"{args.prefix}_seed{seed}", record, identity)
@@ -97,6 +98,20 @@ def run(args: argparse.Namespace) -> list[Path]:
     for path in paths:
         print(f"  {path}")
     return paths
+
+
+def report_overrides(bundle: Path | None, report: dict | None) -> dict | None:
+    """A report prompt goes through the bundle's report adapter when it ships one (``models/model_report_adapter``):
+    that adapter maps report text to what the UNet was trained to read."""
+    from monai_xreal.bundle import default_bundle_path, weight_file
+
+    if report is None:
+        return None
+    try:
+        weight_file(bundle if bundle is not None else default_bundle_path(), "prompt_adapter")
+    except XRealInputError:
+        return None
+    return {"report_adapter": True}
 
 
 def replay(args: argparse.Namespace) -> list[Path]:
@@ -119,7 +134,7 @@ def replay(args: argparse.Namespace) -> list[Path]:
             entry = {**entry, "file": str((args.from_provenance.parent / entry["file"]).resolve())}
         masks[key] = entry
     extra = {"image_sha256": digest, "reproduces": str(args.from_provenance.resolve())}
-    extra |= {key: record[key] for key in ("report", "dataset") if key in record}
+    extra |= {key: record[key] for key in ("report", "dataset", "report_adapter") if key in record}
     again = make_provenance(record["bundle"], record.get("prompt", ""), masks["anatomy"], masks["pathology"],
                             settings, sampling["batch_seeds"], sampling["batch_index"], pipe.device,
                             extra=extra)  # fmt: skip

@@ -7,8 +7,9 @@ import json
 import logging
 import math
 import os
+import random
 import tempfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ from torch import nn
 from monai_xreal.engines.diffusion import LatentDiffusionPrepareBatch
 
 __all__ = ["SampleWeightedLoss", "SampleState", "LatentNoiseFilter"]
+
+Record = tuple[str, int, float]  # (sample id, timestep, value)
+_RECENT_PROMPTS = 1024  # distinct prompts kept to draw the text probe's reference prompts from
 
 
 class SampleWeightedLoss(nn.Module):
@@ -44,8 +48,12 @@ class SampleWeightedLoss(nn.Module):
         self.sample_weights: torch.Tensor | None = None
         self.last_sample_losses: torch.Tensor | None = None
 
+    def per_sample(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The unweighted ``(B,)`` mean element-wise loss of each sample."""
+        return self.loss(pred, target).flatten(1).mean(1)
+
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        per_sample = self.loss(pred, target).flatten(1).mean(1)
+        per_sample = self.per_sample(pred, target)
         self.last_sample_losses = per_sample.detach()
         if self.sample_weights is None:
             return per_sample.mean()
@@ -60,8 +68,8 @@ class SampleState:
     """What the filter knows of one training sample.
 
     ``score``: smoothed log-ratio of its loss to the median loss at the same timesteps; ``text_score``: smoothed
-    log-ratio of its loss with its prompt to its loss with the empty prompt (same noise and timestep), relative to
-    the median at the same timesteps; ``z``: the larger robust z-score of the two among the samples still in
+    log-ratio of its loss with its own prompt to its loss with another training prompt (same noise and timestep),
+    relative to the median at the same timesteps; ``z``: the larger robust z-score of the two among the samples still in
     training; ``strikes``: consecutive anomalous epochs (one less per normal
     epoch); ``weight``: its weight in the loss; ``dropped_epoch``: the epoch it was dropped at, or ``None``.
     """
@@ -79,17 +87,21 @@ class SampleState:
 class LatentNoiseFilter:
     """Ignite handler that finds noisy or mislabelled training pairs by their denoising loss and filters them out.
 
-    Two scores are tracked per sample, each smoothed over epochs (exponential moving average, ``smoothing``):
+    Two scores are tracked per sample, each averaged over epochs (the mean of the epochs so far, then an
+    exponential moving average once that would weigh the newest epoch less than ``smoothing``):
 
     - the loss score: a diffusion loss depends strongly on the timestep, so each sample's loss is compared with
       the median loss of all samples at similar timesteps in the same epoch (``timestep_bins`` equal bins), as a
       log-ratio. Images unlike the rest (corrupt, another modality, mis-stored) stay high.
-    - the text score (``text_probe``): the same latent, noise and timestep denoised once more with the empty
-      prompt (no gradient, before the optimiser step), and the log-ratio of the conditional to the unconditional
-      loss, minus its median at similar timesteps. A report that does not describe its image makes the
-      conditional prediction worse than the unconditional one; this cancels how hard the image itself is, which
-      varies far more between samples than a report's effect on the loss. Samples whose prompt was emptied by
-      condition dropout give no text record.
+    - the text score (``text_probe``): the sample's latent is noised again (``probe_draws`` fresh draws, timesteps
+      in ``probe_timesteps``) and denoised twice without gradient, before the optimiser step: with its own prompt
+      and with another prompt of the training set (drawn from the recently seen ones). The score is the log-ratio
+      of the two losses minus its median at similar timesteps. A prompt that describes its image predicts the
+      noise better than a random other prompt; a wrong report does not. Pairing both predictions on one noised
+      latent cancels how hard the image itself is, which varies far more between samples than a report's
+      effect on the loss. Another training prompt is a sharper reference than the empty prompt: measured on the
+      demo UNet, a wrong report's loss sits ~3x further from the clean samples' (robust z) against it. Samples
+      whose prompt was emptied by condition dropout give no text record.
 
     After ``warmup_epochs``, a sample whose larger robust z-score (median / MAD over the samples still in training)
     exceeds ``z_threshold`` gains a strike, and a normal epoch takes one away. Its loss weight is
@@ -108,9 +120,11 @@ class LatentNoiseFilter:
         prepare_batch: the trainer's ``prepare_batch``.
         num_train_timesteps: the noise scheduler's training steps.
         id_key: batch key of the sample ids (a list of ``B`` strings after collation).
-        text_probe: also track the text score (one more forward pass per batch, without gradient).
-        probe_min_timestep: the text score ignores timesteps below this (``None``: a fifth of
-            ``num_train_timesteps``): with little noise the image fixes the prediction and the prompt barely counts.
+        text_probe: also track the text score (``2 * probe_draws`` more forward passes per batch, without gradient).
+        probe_timesteps: ``(low, high)``: the text probe's timesteps are drawn from ``[low, high)``; ``None`` is
+            ``(T // 10, T // 2)``: with little noise the image fixes the prediction, with much noise the prompt is
+            not enough to tell two images apart (on the demo UNet a report's effect peaks at 20-50% of ``T``).
+        probe_draws: noise draws per sample and iteration for the text score.
         warmup_epochs: epochs of scoring before any weight changes (the model must first fit the clean majority).
         z_threshold: robust z-score above which an epoch counts as anomalous.
         down_weight: weight factor per strike, in (0, 1).
@@ -129,7 +143,9 @@ class LatentNoiseFilter:
         num_train_timesteps: int = 1000,
         id_key: str = "id",
         text_probe: bool = True,
-        probe_min_timestep: int | None = None,
+        probe_timesteps: Sequence[int] | None = None,
+        probe_draws: int = 1,
+        probe_references: int = 4,
         warmup_epochs: int = 5,
         z_threshold: float = 3.0,
         down_weight: float = 0.5,
@@ -144,27 +160,34 @@ class LatentNoiseFilter:
             raise TypeError(f"loss must be a SampleWeightedLoss, got {type(loss).__name__}")
         if not 0.0 < down_weight < 1.0 or not 0.0 < smoothing <= 1.0 or not 0.0 <= max_drop_fraction <= 1.0:
             raise ValueError("down_weight must lie in (0, 1), smoothing in (0, 1] and max_drop_fraction in [0, 1]")
-        if patience < 1 or warmup_epochs < 0 or timestep_bins < 1:
-            raise ValueError("patience and timestep_bins must be positive and warmup_epochs non-negative")
-        self.loss, self.prepare_batch = loss, prepare_batch
+        if min(patience, timestep_bins, probe_draws, probe_references) < 1 or warmup_epochs < 0:
+            raise ValueError(
+                "patience, timestep_bins, probe_draws and probe_references must be positive, warmup_epochs non-negative"
+            )
         self.num_train_timesteps = int(num_train_timesteps)
+        low, high = probe_timesteps or (self.num_train_timesteps // 10, self.num_train_timesteps // 2)
+        if not 0 <= low < high <= self.num_train_timesteps:
+            raise ValueError(f"probe_timesteps must satisfy 0 <= low < high <= {self.num_train_timesteps}")
+        self.loss, self.prepare_batch = loss, prepare_batch
         self.id_key, self.text_probe = id_key, bool(text_probe)
-        self.probe_min_timestep = self.num_train_timesteps // 5 if probe_min_timestep is None else probe_min_timestep
+        self.probe_timesteps, self.probe_draws = (int(low), int(high)), int(probe_draws)
+        self.probe_references = int(probe_references)
         self.warmup_epochs, self.z_threshold = int(warmup_epochs), float(z_threshold)
         self.down_weight, self.patience, self.smoothing = float(down_weight), int(patience), float(smoothing)
         self.timestep_bins, self.max_drop_fraction = int(timestep_bins), float(max_drop_fraction)
         self.output_file = None if output_file is None else Path(output_file)
         self.logger = logging.getLogger(logger_name or "monai_xreal.noise_filter")
         self.samples: dict[str, SampleState] = {}
-        self._records: list[tuple[str, int, float, float | None]] = []
+        self._loss_records: list[Record] = []
+        self._text_records: list[Record] = []
         self._ids: list[str] = []
         self._prompts: list[str] = []
-        self._unconditional: torch.Tensor | None = None
+        self._recent_prompts: OrderedDict[str, None] = OrderedDict()  # the reference prompts, least recent first
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self.set_weights)
         if self.text_probe:
-            engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.probe_unconditional)
+            engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.probe_text)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
 
@@ -181,44 +204,69 @@ class LatentNoiseFilter:
         # read the batch now: MONAI's workflows decollate it into a list before ITERATION_COMPLETED handlers run
         self._ids = self._batch_ids(engine)
         self._prompts = [str(p) for p in engine.state.batch.get(self.prepare_batch.prompt_key, [""] * len(self._ids))]
+        for prompt in filter(None, self._prompts):
+            self._recent_prompts[prompt] = None
+            self._recent_prompts.move_to_end(prompt)
+        while len(self._recent_prompts) > _RECENT_PROMPTS:
+            self._recent_prompts.popitem(last=False)
         weights = [self.samples[i].weight if i in self.samples else 1.0 for i in self._ids]
         self.loss.sample_weights = torch.tensor(weights, dtype=torch.float32)
 
+    def reference_prompts(self, prompt: str) -> list[str]:
+        """``probe_references`` distinct recently seen training prompts other than ``prompt`` (fewer while fewer have
+        been seen; none for an empty prompt)."""
+        others = [p for p in self._recent_prompts if p != prompt] if prompt else []
+        return random.sample(others, min(self.probe_references, len(others)))
+
     @torch.no_grad()
-    def probe_unconditional(self, engine: Engine) -> None:
-        """The batch's per-sample losses with the empty prompt, before the optimiser step changes the network."""
+    def probe_text(self, engine: Engine) -> None:
+        """Text records of the batch: the own-prompt loss against the best reference-prompt loss on freshly noised
+        latents, taken before the optimiser step changes the network."""
+        latents = engine.state.output[Keys.IMAGE]
         kwargs = dict(self.prepare_batch.last_kwargs)
-        inputs, targets = engine.state.output[Keys.IMAGE], engine.state.output[Keys.LABEL]
-        kwargs["condition"] = self.prepare_batch.embeddings([""] * inputs.shape[0], inputs.device)
-        prediction = engine.inferer(inputs, engine.network, **kwargs)
-        self._unconditional = self.loss.loss(prediction, targets).flatten(1).mean(1)
+        for _ in range(self.probe_draws):
+            references = [self.reference_prompts(p) for p in self._prompts]
+            probed = [i for i, r in enumerate(references) if len(r) == self.probe_references]
+            if not probed:
+                return
+            kwargs["noise"] = noise = self.prepare_batch.get_noise(latents)
+            kwargs["timesteps"] = steps = torch.randint(*self.probe_timesteps, (len(latents),), device=latents.device)
+            target = self.prepare_batch.get_target(latents, noise, steps)
+            own = self._log_losses(engine, latents, target, kwargs)
+            other = torch.full_like(own, math.inf)
+            for m in range(self.probe_references):
+                prompts = [r[m] if len(r) > m else "" for r in references]
+                reference = {**kwargs, "condition": self.prepare_batch.embeddings(prompts, latents.device)}
+                other = torch.minimum(other, self._log_losses(engine, latents, target, reference))
+            self._text_records += [(self._ids[i], int(steps[i]), float(own[i] - other[i])) for i in probed]
+            self._loss_records += [(self._ids[i], int(steps[i]), float(own[i])) for i in probed]
+
+    def _log_losses(self, engine: Engine, latents: torch.Tensor, target: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """``(B,)`` log per-sample losses of the network's prediction with the inferer keyword arguments ``kwargs``."""
+        prediction = engine.inferer(latents, engine.network, **kwargs)
+        return self.loss.per_sample(prediction, target).clamp_min(1e-12).log()
 
     def record(self, engine: Engine) -> None:
         losses = self.loss.last_sample_losses
         if losses is None or "timesteps" not in self.prepare_batch.last_kwargs:
             raise RuntimeError("LatentNoiseFilter: the loss or the prepare_batch has not run on this batch")
         timesteps = self.prepare_batch.last_kwargs["timesteps"].tolist()
-        unconditional = self._unconditional.tolist() if self._unconditional is not None else [None] * len(self._ids)
-        rows = zip(self._ids, timesteps, losses.tolist(), unconditional, self._prompts, strict=True)
-        for sample_id, step, value, plain, prompt in rows:
-            probed = plain is not None and prompt and step >= self.probe_min_timestep
-            gain = _log(value) - _log(plain) if probed else None
-            self._records.append((sample_id, int(step), _log(value), gain))
-        self._unconditional = None
+        for sample_id, step, value in zip(self._ids, timesteps, losses.tolist(), strict=True):
+            self._loss_records.append((sample_id, int(step), _log(value)))
 
     # -- per epoch -------------------------------------------------------------------------------------------
 
-    def _gathered_records(self) -> list[tuple[str, int, float]]:
+    @staticmethod
+    def _gathered(records: list[Record]) -> list[Record]:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return self._records
+            return records
         everyone: list = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, self._records)
-        return [record for records in everyone for record in records]
+        dist.all_gather_object(everyone, records)
+        return [record for ranks_records in everyone for record in ranks_records]
 
-    def epoch_scores(self, records: Sequence[tuple[str, int, float | None]]) -> dict[str, float]:
+    def epoch_scores(self, records: Sequence[Record]) -> dict[str, float]:
         """Each sample's mean deviation of ``value`` from the median value in its timestep bin, over ``records``
-        of ``(id, timestep, value)`` (records whose value is ``None`` are left out)."""
-        records = [r for r in records if r[2] is not None]
+        of ``(id, timestep, value)``."""
         if not records:
             return {}
         steps = np.array([r[1] for r in records])
@@ -231,20 +279,27 @@ class LatentNoiseFilter:
         return {sample_id: float(np.mean(v)) for sample_id, v in residuals.items()}
 
     def epoch_completed(self, engine: Engine) -> None:
-        self.update(self._gathered_records(), engine.state.epoch)
-        self._records = []
+        self.update(self._gathered(self._loss_records), self._gathered(self._text_records), engine.state.epoch)
+        self._loss_records, self._text_records = [], []
         if self.output_file is not None and not (dist.is_available() and dist.is_initialized() and dist.get_rank()):
             self._write(engine.state.epoch)
 
-    def update(self, records: Sequence[tuple[str, int, float, float | None]], epoch: int) -> None:
-        """Fold one epoch of ``(id, timestep, log loss, log conditional / unconditional loss or None)`` records
-        into the scores, then re-weight and drop."""
-        for name, column in (("score", 2), ("text_score", 3)):
-            for sample_id, value in self.epoch_scores([(r[0], r[1], r[column]) for r in records]).items():
+    def update(self, loss_records: Sequence[Record], text_records: Sequence[Record], epoch: int) -> None:
+        """Fold one epoch of records into the scores, then re-weight and drop.
+
+        Args:
+            loss_records: ``(id, timestep, log loss)`` of the training steps.
+            text_records: ``(id, timestep, log own-prompt / reference-prompt loss)`` of the text probe.
+            epoch: the epoch that just ended (weights change only after ``warmup_epochs``).
+        """
+        for name, records in (("score", loss_records), ("text_score", text_records)):
+            for sample_id, value in self.epoch_scores(records).items():
                 state = self.samples.setdefault(sample_id, SampleState())
                 seen = state.epochs_seen.get(name, 0)
                 previous = getattr(state, name)
-                setattr(state, name, value if seen == 0 else previous + self.smoothing * (value - previous))
+                # the plain mean of the epochs so far until it would weigh the newest epoch less than `smoothing`
+                rate = max(self.smoothing, 1.0 / (seen + 1))
+                setattr(state, name, previous + rate * (value - previous))
                 state.epochs_seen[name] = seen + 1
         active = {i: s for i, s in self.samples.items() if s.dropped_epoch is None}
         if epoch <= self.warmup_epochs or len(active) < 3:
@@ -267,7 +322,7 @@ class LatentNoiseFilter:
             state.weight = weight
 
     def _why(self, state: SampleState) -> str:
-        text = f", {math.exp(state.text_score):.3f}x its empty-prompt loss" if self.text_probe else ""
+        text = f", {math.exp(state.text_score):.3f}x its loss with other prompts" if self.text_probe else ""
         return (f"loss {math.exp(state.score):.2f}x the timestep-matched median{text} (robust z {state.z:.1f}, "
                 f"threshold {self.z_threshold:g}), anomalous {state.strikes} epoch(s) running")  # fmt: skip
 

@@ -21,12 +21,23 @@ class AdaptedContextUNet(nn.Module):
         unet: a ``DiffusionModelUNet`` (or anything with its ``forward`` signature).
         adapter: ``(B, L, D)`` frozen token embeddings to ``(B, N, cross_attention_dim)``, e.g.
             :class:`monai_xreal.text.ReportEmbeddingAdapter`.
+        freeze_unet: train the adapter only: the UNet gets no gradients and stays in eval mode (XReal's frozen
+            backbone: controllers trained against the UNet stay valid).
     """
 
-    def __init__(self, unet: nn.Module, adapter: nn.Module) -> None:
+    def __init__(self, unet: nn.Module, adapter: nn.Module, freeze_unet: bool = False) -> None:
         super().__init__()
         self.unet = unet
         self.adapter = adapter
+        self.freeze_unet = bool(freeze_unet)
+        if self.freeze_unet:
+            self.unet.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> AdaptedContextUNet:
+        super().train(mode)
+        if self.freeze_unet:
+            self.unet.eval()
+        return self
 
     def forward(
         self,

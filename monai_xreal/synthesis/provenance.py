@@ -189,7 +189,8 @@ def reproduce(
     device = torch.device(device if device is not None else record["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
         raise XRealInputError("device", f"the image was made on {device}, which this machine lacks (pass --device)")
-    pipe = XRealPipeline.from_bundle(root, device=device)
+    overrides = {"report_adapter": True} if record.get("report_adapter") else None  # as generate --report chose
+    pipe = XRealPipeline.from_bundle(root, device=device, overrides=overrides)
     found = bundle_record(pipe, root)["weights"]
     for name, digest in record["bundle"]["weights"].items():
         if found.get(name) != digest:
