@@ -71,7 +71,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     ``(z, noise, (), {"noise", "timesteps", "condition"})`` with ``z = (mu + sigma * eps) * scale_factor``.
 
     The inferer keyword arguments of the last call stay in ``last_kwargs`` (handlers such as
-    :class:`monai_xreal.engines.LatentNoiseFilter` read the drawn noise and timesteps there).
+    :class:`monai_xreal.engines.LatentNoiseFilter` read the drawn timesteps and the prompt embeddings there).
 
     Args:
         num_train_timesteps: the scheduler's training steps (timesteps drawn uniformly below it).

@@ -111,8 +111,8 @@ class LatentNoiseFilter:
 
     The trainer (MONAI's ``SupervisedTrainer``) must use a :class:`SampleWeightedLoss` (the handler sets its
     weights at ``ITERATION_STARTED`` and reads its per-sample losses at ``ITERATION_COMPLETED``) and a
-    :class:`monai_xreal.engines.LatentDiffusionPrepareBatch` (whose ``last_kwargs`` hold the drawn noise and
-    timesteps); the batch must carry each sample's id under ``id_key``. Under DDP, each rank's records are
+    :class:`monai_xreal.engines.LatentDiffusionPrepareBatch` (whose ``last_kwargs`` hold the step's timesteps and
+    prompt embeddings); the batch must carry each sample's id under ``id_key``. Under DDP, each rank's records are
     gathered so every rank holds the same table. ``state_dict`` / ``load_state_dict`` let checkpoints resume it.
 
     Args:
@@ -238,8 +238,9 @@ class LatentNoiseFilter:
                 prompts = [r[m] if len(r) > m else "" for r in references]
                 reference = {**kwargs, "condition": self.prepare_batch.embeddings(prompts, latents.device)}
                 other = torch.minimum(other, self._log_losses(engine, latents, target, reference))
-            self._text_records += [(self._ids[i], int(steps[i]), float(own[i] - other[i])) for i in probed]
-            self._loss_records += [(self._ids[i], int(steps[i]), float(own[i])) for i in probed]
+            steps, gaps, own = steps.tolist(), (own - other).tolist(), own.tolist()  # one device sync, not 3 per sample
+            self._text_records += [(self._ids[i], steps[i], gaps[i]) for i in probed]
+            self._loss_records += [(self._ids[i], steps[i], own[i]) for i in probed]
 
     def _log_losses(self, engine: Engine, latents: torch.Tensor, target: torch.Tensor, kwargs: dict) -> torch.Tensor:
         """``(B,)`` log per-sample losses of the network's prediction with the inferer keyword arguments ``kwargs``."""
