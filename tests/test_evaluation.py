@@ -346,7 +346,10 @@ def test_evaluate_command(tiny_bundle, phantom_set, tmp_path, capsys):
     assert code == 0
     report = json.loads(out.read_text())
     assert report["settings"]["num_samples"] == 4 and report["settings"]["sampling"]["num_inference_steps"] == 1
-    assert set(report["metrics"]) >= {"fid", "diversity", "anatomy"}
+    assert set(report["metrics"]) >= {"fid", "diversity", "anatomy", "independent_judges"}
+    judges = report["metrics"]["independent_judges"]
+    assert judges["real_lung_judge"]["num_samples"] == 4 and judges["heart_box_judge"]["num_samples"] == 4
+    assert 0.0 <= judges["real_lung_judge"]["lung_dice"] <= 1.0
     assert out.with_suffix(".png").is_file()
     assert "wrote" in capsys.readouterr().out
 
@@ -383,6 +386,7 @@ def test_evaluate_bundle_config(tiny_bundle, phantom_set, tmp_path):
     )  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["settings"]["num_samples"] == 2 and "anatomy" in report["metrics"]
+    assert report["metrics"]["independent_judges"]["real_lung_judge"]["num_samples"] == 2
     assert (tmp_path / "report.png").is_file()
 
 

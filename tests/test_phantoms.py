@@ -10,6 +10,7 @@ from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
 from monai_xreal import XRealInputError
+from monai_xreal.io import save_images
 from monai_xreal.cli.main import main
 from monai_xreal.data.phantoms import (
     PHANTOM_FINDINGS,
@@ -228,16 +229,25 @@ def test_written_set_reads_back_with_monai(tmp_path, fmt):
         write_phantom_set(tmp_path / "set", 2, size=64)
 
 
-def test_a_failed_run_leaves_nothing(tmp_path, monkeypatch):
-    from monai_xreal.data.phantoms import dataset
+def test_a_failed_run_leaves_no_half_written_file_and_resumes(tmp_path, monkeypatch):
+    from monai_xreal.synthesis import paired_set
 
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
+    written = []
 
-    monkeypatch.setattr(dataset, "save_images", broken)
+    def broken(images, names, folder, fmt="png", labels=False, affines=None):
+        if len(written) == 4:  # the first phantom's three files, then the second's image
+            raise OSError("disk full")
+        written.append(names)
+        return save_images(images, names, folder, fmt, labels, affines)
+
+    monkeypatch.setattr(paired_set, "save_images", broken)
     with pytest.raises(OSError):
         write_phantom_set(tmp_path / "set", 3, size=64)
-    assert not (tmp_path / "set").exists()
+    assert sorted(p.relative_to(tmp_path / "set").as_posix() for p in (tmp_path / "set").rglob("*.png")) == [
+        "anatomy/phantom_00000.png", "images/phantom_00000.png", "pathology/phantom_00000.png"]  # fmt: skip
+    monkeypatch.undo()
+    datalist = write_phantom_set(tmp_path / "set", 3, size=64)  # the same call finishes the set
+    assert len(json.loads(datalist.read_text())["training"]) == 3
 
 
 def test_phantom_dataset_composes_with_monai_transforms():

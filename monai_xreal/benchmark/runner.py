@@ -20,7 +20,7 @@ from monai_xreal.metrics.adherence import anatomy_dice, segment
 __all__ = ["BenchmarkCondition", "benchmark_conditions", "RecipeResult", "measure_recipe", "plain_text_to_image",
            "compare_text_to_image", "VARIANTS", "measure_variant"]  # fmt: skip
 
-# phantom findings that come with a pathology region, so every benchmark image runs both of XReal's stages
+# findings that come with a pathology region, so every benchmark image runs both of XReal's stages
 _REGION_FINDINGS = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Cardiomegaly")
 
 
@@ -32,21 +32,29 @@ class BenchmarkCondition:
     seed: int
 
 
-def benchmark_conditions(num: int, size: int, seed: int = 1000) -> list[BenchmarkCondition]:
-    """``num`` phantom conditions, each with a finding region (two-stage sampling), findings in turn."""
-    from monai_xreal.data.phantoms import PhantomGenerator
+def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "simulated") -> list[BenchmarkCondition]:
+    """``num`` conditions, each with a finding region (two-stage sampling), findings in turn: simulated radiographs'
+    (held-out real lung outlines) or phantoms' anatomy and finding masks."""
+    if source == "simulated":
+        from monai_xreal.simulation import RadiographSimulator
 
-    generator = PhantomGenerator(size=size, seed=seed)
+        maker = RadiographSimulator(size=max(size, 64), seed=seed, lung_shapes="held-out")
+    elif source == "phantoms":
+        from monai_xreal.data.phantoms import PhantomGenerator
+
+        maker = PhantomGenerator(size=size, seed=seed)
+    else:
+        raise ValueError(f"unknown condition source {source!r}: 'simulated' or 'phantoms'")
     conditions, index = [], 0
     while len(conditions) < num:
         if index >= 10 * num + 100:
-            raise RuntimeError(f"phantom seed {seed} gives too few findings with a region; try another seed")
+            raise RuntimeError(f"seed {seed} gives too few findings with a region; try another seed")
         finding = _REGION_FINDINGS[len(conditions) % len(_REGION_FINDINGS)]
-        phantom = generator(index, findings=[finding])
+        sample = maker(index, findings=[finding])
         index += 1
-        if not np.asarray(phantom.pathology).any():  # the finding did not fit this anatomy: draw the next one
+        if not np.asarray(sample.pathology).any():  # the finding did not fit this anatomy: draw the next one
             continue
-        anatomy, pathology = (torch.as_tensor(np.asarray(m)).float() for m in (phantom.anatomy, phantom.pathology))
+        anatomy, pathology = (torch.as_tensor(np.asarray(m)).float() for m in (sample.anatomy, sample.pathology))
         conditions.append(BenchmarkCondition(anatomy, pathology, finding, seed + index - 1))  # (1, X, Y) each
     return conditions
 

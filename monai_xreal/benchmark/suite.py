@@ -53,8 +53,9 @@ def run_benchmark(
     variants: Sequence[str] = (),
     seed: int = 1000,
     progress: bool = True,
+    source: str = "simulated",
 ) -> dict:
-    """Measure every recipe at every batch size on the same ``num_images`` phantom conditions, then the overhead
+    """Measure every recipe at every batch size on the same ``num_images`` conditions, then the overhead
     point, the pipeline against a plain scheduler loop, and the execution variants.
 
     Args:
@@ -67,8 +68,9 @@ def run_benchmark(
         text_to_image: compare text-to-image sampling against :func:`plain_text_to_image`.
         variants: names from :data:`~monai_xreal.benchmark.runner.VARIANTS`, run on the fast recipe at the
             largest batch size.
-        seed: phantom seed of the conditions.
+        seed: seed of the conditions.
         progress: a progress bar over the measurements.
+        source: ``"simulated"`` (simulated radiographs' anatomy, held-out real lung outlines) or ``"phantoms"``.
 
     Returns:
         ``{"hardware", "rows", "overhead", "text_to_image", "variants"}``, JSON-ready.
@@ -79,7 +81,7 @@ def run_benchmark(
     largest = max([*batch_sizes, *(overhead_point[:1] if overhead_point else ())])
     if largest > num_images:
         raise ValueError(f"a batch of {largest} needs at least {largest} images (num_images is {num_images})")
-    conditions = benchmark_conditions(num_images, max(64, pipeline.spatial_shape[0]), seed)
+    conditions = benchmark_conditions(num_images, max(64, pipeline.spatial_shape[0]), seed, source)
     fast = recipes[-1]
     rows = [recipe.with_batch(b) for recipe in recipes for b in batch_sizes]
     overhead = None

@@ -1,28 +1,38 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""``monai-xreal adherence``: do generated CXRs follow the requested anatomy? Dice read back by the segmenter."""
+"""``monai-xreal adherence``: do generated CXRs follow the requested anatomy? Dice read back by the project's
+segmenter and, reported apart, by judges it did not train (a lung segmenter trained on real CXRs, LiteMedSAM)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from monai_xreal.cli.options import torch_device
+from monai_xreal.cli.options import add_judge_options, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "measure anatomy adherence: Dice between requested label maps and the segmentation of the generated CXRs"
 
 
 def add_parser(commands) -> None:
-    p = commands.add_parser("adherence", help=HELP, description=HELP + ", on fresh phantom conditions.")
+    p = commands.add_parser(
+        "adherence", help=HELP,
+        description=HELP + ", on fresh conditions: simulated radiographs' (held-out lung shapes, a seed apart from "
+        "training), phantoms', or a conditions datalist's.",
+    )  # fmt: skip
     p.add_argument("--bundle", type=Path, default=None, help="generator bundle (default: the embedded cxr_xreal)")
     p.add_argument(
-        "--segmenter",
-        type=Path,
-        default=None,
+        "--segmenter", type=Path, default=None,
         help="segmentation bundle (default: the embedded cxr_anatomy_segmentation)",
-    )
+    )  # fmt: skip
+    add_judge_options(p)
+    p.add_argument("--source", choices=("simulated", "phantoms"), default="simulated",
+                   help="where the conditions come from (default: simulated radiographs)")  # fmt: skip
+    p.add_argument("--conditions", type=Path, default=None,
+                   help="a conditions datalist instead of --source (anatomy required in each)")  # fmt: skip
+    p.add_argument("--lung-shapes", choices=("all", "train", "held-out"), default="held-out",
+                   help="simulated: the real lung outlines to warp towards (default: held-out)")  # fmt: skip
     p.add_argument("--num", type=int, default=64, help="number of conditions (default: 64)")
-    p.add_argument("--seed", type=int, default=1000, help="phantom seed of the conditions; keep it apart from training")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the conditions; keep it apart from training")
     p.add_argument("--steps", type=int, default=50, help="sampling steps per stage (default: 50)")
     p.add_argument("--guidance-scale", type=float, default=7.0, help="classifier-free guidance (default: 7.0)")
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
@@ -33,13 +43,60 @@ def add_parser(commands) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> None:
+def _condition_batches(args, size: int):
+    """Batches of ``anatomy``, ``pathology``, ``prompt`` and ``seed`` (sample i has seed ``args.seed + i``)."""
     from monai.data import DataLoader
 
-    from monai_xreal import XRealPipeline
-    from monai_xreal.data.phantoms import MIN_SIZE, PhantomDataset
-    from monai_xreal.metrics import load_segmenter, measure_anatomy_adherence
     from monai_xreal.transforms import BuildPromptd
+
+    if args.conditions is not None:
+        yield from _datalist_batches(args)
+        return
+    if args.source == "phantoms":
+        from monai_xreal.data.phantoms import MIN_SIZE, PhantomDataset
+
+        dataset = PhantomDataset(args.num, transform=BuildPromptd(keys="labels"), size=max(MIN_SIZE, size),
+                                 seed=args.seed)  # fmt: skip
+    else:
+        from monai_xreal.data.paired import PairedDataset
+        from monai_xreal.simulation.simulator import MIN_SIZE, RadiographSimulator
+
+        simulator = RadiographSimulator(size=max(MIN_SIZE, size), seed=args.seed, lung_shapes=args.lung_shapes)
+        dataset = PairedDataset(simulator, args.num, transform=BuildPromptd(keys="labels"))
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    for start, batch in enumerate(loader):
+        yield {**batch, "seed": [args.seed + start * args.batch_size + i for i in range(len(batch["prompt"]))]}
+
+
+def _datalist_batches(args):
+    import torch
+
+    from monai_xreal.data import load_conditions
+    from monai_xreal.io import load_mask
+
+    conditions = [c for c in load_conditions(args.conditions, base_seed=args.seed) if "anatomy" in c][: args.num]
+    if not conditions:
+        raise XRealInputError("conditions", f"{args.conditions} has no condition with an anatomy")
+    # a pipeline call takes conditions of one kind: with a finding region or without
+    for kind in (True, False):
+        group = [c for c in conditions if ("pathology" in c) == kind]
+        for i in range(0, len(group), args.batch_size):
+            part = group[i : i + args.batch_size]
+            anatomy = [load_mask(c["anatomy"], "anatomy") for c in part]
+            size = anatomy[0].shape[1:]
+            resize = [torch.nn.functional.interpolate(a[None].float(), size=size, mode="nearest-exact")[0]
+                      for a in anatomy]  # fmt: skip
+            batch = {"anatomy": torch.stack(resize), "prompt": [c["prompt"] for c in part],
+                     "seed": [c["seed"] for c in part]}  # fmt: skip
+            if kind:
+                masks = [load_mask(c["pathology"], "pathology")[None].float() for c in part]
+                batch["pathology"] = torch.cat([torch.nn.functional.interpolate(m, size=size) for m in masks])
+            yield batch
+
+
+def run(args) -> None:
+    from monai_xreal import XRealPipeline
+    from monai_xreal.metrics import load_judges, load_segmenter, measure_anatomy_adherence
     from monai_xreal.visualize import condition_grid, save_rgb
 
     for name in ("num", "steps", "batch_size"):
@@ -50,23 +107,25 @@ def run(args) -> None:
             raise XRealInputError(flag, f"folder {path.parent} does not exist")
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
-    size = max(MIN_SIZE, pipeline.spatial_shape[0])  # the pipeline resizes the masks to its grid
-    conditions = PhantomDataset(args.num, transform=BuildPromptd(keys="labels"), size=size, seed=args.seed)
-    loader = DataLoader(conditions, batch_size=args.batch_size, shuffle=False, num_workers=0)
-    # sample i is generated with seed (phantom seed + i), whatever the batch size
-    batches = (
-        {**batch, "seed": [args.seed + start * args.batch_size + i for i in range(len(batch["prompt"]))]}
-        for start, batch in enumerate(loader)
-    )
+    lung_judge, heart_judge = load_judges(args.lung_judge, args.heart_judge, device=pipeline.device)
     result = measure_anatomy_adherence(
-        pipeline, segmenter, batches, progress=True, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, control=args.control,
+        pipeline, segmenter, _condition_batches(args, pipeline.spatial_shape[0]), progress=True,
+        num_inference_steps=args.steps, guidance_scale=args.guidance_scale, control=args.control,
+        lung_judge=lung_judge, heart_judge=heart_judge,
     )  # fmt: skip
+    source = str(args.conditions) if args.conditions is not None else args.source
     summary = {**result.summary(), "steps": args.steps, "guidance_scale": args.guidance_scale,
-               "control": args.control, "phantom_seed": args.seed}  # fmt: skip
+               "control": args.control, "conditions": source, "seed": args.seed}  # fmt: skip
+    if args.conditions is None and args.source == "simulated":
+        summary["lung_shapes"] = args.lung_shapes
     print(json.dumps(summary, indent=2))
     if args.output is not None:
-        args.output.write_text(json.dumps({**summary, "dice": result.dice.tolist()}, indent=2))
+        per_sample = {"dice": result.dice.tolist()}
+        if result.judges.lungs is not None:
+            per_sample["real_lung_judge_dice"] = result.judges.lungs.tolist()
+        if result.judges.heart is not None:
+            per_sample["heart_box_judge_dice"] = result.judges.heart.tolist()
+        args.output.write_text(json.dumps({**summary, **per_sample}, indent=2))
     if args.figure is not None:
         samples = [
             (i.numpy(), a.numpy(), p.numpy()) for i, a, p in zip(result.images, result.anatomy, result.pathology)

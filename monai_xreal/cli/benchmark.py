@@ -38,7 +38,10 @@ def add_parser(commands) -> None:
                    help=f"execution variants on the fast recipe: {', '.join(VARIANTS)} (default: all on a GPU, "
                    "none on CPU)")  # fmt: skip
     p.add_argument("--no-text-to-image", action="store_true", help="skip the plain-loop comparison")
-    p.add_argument("--seed", type=int, default=1000, help="phantom seed of the conditions (default: 1000)")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the conditions (default: 1000)")
+    p.add_argument("--source", choices=("simulated", "phantoms"), default="simulated",
+                   help="conditions: simulated radiographs' (held-out lung outlines) or phantoms' "
+                   "(default: simulated)")  # fmt: skip
     p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.set_defaults(run=run)
@@ -72,6 +75,7 @@ def run(args) -> None:
         pipeline, segmenter, num_images=args.num_images, batch_sizes=args.batch_sizes,
         recipes=(fast,) if args.skip_reference else (reference, fast), overhead_point=tuple(args.overhead_point),
         text_to_image=not args.no_text_to_image, variants=variants, seed=args.seed,
+        source=args.source,
     )  # fmt: skip
     print(format_table(results))
     if args.output is not None:

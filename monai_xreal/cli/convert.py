@@ -8,7 +8,10 @@ from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
 
-HELP = "convert XReal / Cheff (CompVis), diffusers or MONAI model-zoo weights into a monai_xreal bundle"
+HELP = (
+    "convert XReal / Cheff (CompVis), diffusers or MONAI model-zoo weights into a monai_xreal bundle, or "
+    "cheXwhatsApp's real-CXR lung segmenter into the lung-judge bundle"
+)
 _STEPS = ("read and convert", "weights", "configs", "checksums")
 
 
@@ -16,11 +19,13 @@ def add_parser(commands) -> None:
     from monai_xreal.interop.convert import FORMATS
 
     p = commands.add_parser("convert", help=HELP, description=HELP + ".")
-    p.add_argument("--from", dest="source_format", choices=FORMATS, required=True, help="the input's format")
+    p.add_argument("--from", dest="source_format", choices=(*FORMATS, "chexwhatsapp"), required=True,
+                   help="the input's format")  # fmt: skip
     p.add_argument(
-        "--input", type=Path, required=True,
+        "--input", type=Path, default=None,
         help="compvis: a backbone .pth/.ckpt/.safetensors, or XReal's folder (backbone.pth, anatomy_controller.pth); "
-        "diffusers: the model folder; model-zoo: the bundle folder",
+        "diffusers: the model folder; model-zoo: the bundle folder; chexwhatsapp: lung_segmentation.pt (default: the "
+        "installed cheXwhatsApp package's)",
     )  # fmt: skip
     p.add_argument("--output-bundle", type=Path, required=True, help="new bundle folder (must not exist or be empty)")
     p.add_argument("--safetensors", action="store_true", help="also write models/*.safetensors copies")
@@ -45,6 +50,15 @@ def run(args: argparse.Namespace) -> Path:
     out = args.output_bundle
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise XRealInputError("output_bundle", f"{out} exists and is not empty")
+    if args.source_format == "chexwhatsapp":
+        from monai_xreal.interop.chexwhatsapp import write_lung_judge_bundle
+
+        bundle = write_lung_judge_bundle(out, args.input, safetensors=True)
+        print(f"wrote {bundle} (the real lung judge: cheXwhatsApp's U-Net, read safely); checksums in "
+              "configs/metadata.json")  # fmt: skip
+        return bundle
+    if args.input is None:
+        raise XRealInputError("input", f"--from {args.source_format} needs --input")
     with tqdm(total=len(_STEPS), unit="step", desc="convert") as bar:
         bar.set_postfix_str(_STEPS[0])
         conversion = convert(

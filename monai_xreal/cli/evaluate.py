@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from monai_xreal.cli.options import torch_device
+from monai_xreal.cli.options import add_judge_options, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "evaluate a generator bundle: FID, intra-condition MS-SSIM, anatomy Dice and pathology placement"
@@ -42,7 +42,8 @@ def add_parser(commands) -> None:
         "inception-torch-fidelity, xrv-densenet121-res224-all",
     )  # fmt: skip
     p.add_argument("--segmenter", type=Path, default=None, help="anatomy judge bundle (default: the embedded one)")
-    p.add_argument("--no-anatomy", action="store_true", help="skip anatomy Dice")
+    p.add_argument("--no-anatomy", action="store_true", help="skip anatomy Dice (the segmenter's and the judges')")
+    add_judge_options(p)
     p.add_argument(
         "--classifier",
         type=Path,
@@ -85,6 +86,8 @@ def run(args) -> None:
     evaluation = build_evaluation(
         args.conditions, bundle=args.bundle, real=args.real, real_key=args.real_key, fid=dict(args.fid),
         segmenter=None if args.no_anatomy else (args.segmenter or "embedded"), classifier=args.classifier,
+        lung_judge=None if args.no_anatomy else args.lung_judge,
+        heart_judge=None if args.no_anatomy else args.heart_judge,
         device=args.device, num_samples=args.num_samples, samples_per_condition=args.samples_per_condition,
         batch_size=args.batch_size, pathology_counterfactuals=not args.no_placement, sampling=sampling,
     )  # fmt: skip

@@ -8,14 +8,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
 
 from monai_xreal.cli.options import add_sampling_options, sampling_knobs
 from monai_xreal.errors import XRealInputError
-from monai_xreal.io import load_mask, staged_output
-from monai_xreal.io.dicom import DicomIdentity, dicom_uid
-from monai_xreal.io.hashing import sha256_array, sha256_file
 
 HELP = "generate CXRs that follow an anatomy mask, a pathology mask and a prompt"
 
@@ -33,6 +28,9 @@ def add_parser(commands) -> None:
     add_sampling_options(p)
     p.add_argument("--output-dir", type=Path, required=True, help="folder for the images and their sidecars")
     p.add_argument("--prefix", default="xreal", help="file name prefix (default: xreal)")
+    p.add_argument("--grid", type=Path, default=None, metavar="FILE.png",
+                   help="also write a PNG of the first 8 images, each beside its overlay of the requested "
+                   "masks")  # fmt: skip
     p.add_argument("--from-provenance", type=Path, default=None, metavar="FILE",
                    help="make the image a sidecar describes again (same bundle weights and masks, checked by "
                    "SHA-256); --bundle and --device override the recorded ones")  # fmt: skip
@@ -40,6 +38,12 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> list[Path]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from monai_xreal.io import load_mask, staged_output
+    from monai_xreal.io.dicom import DicomIdentity, dicom_uid
+    from monai_xreal.io.hashing import sha256_array, sha256_file
     from monai_xreal.pipeline import XRealPipeline
     from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
     from monai_xreal.synthesis.sampling import sample_batch
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         raise XRealInputError("num_images", f"must be a positive integer, got {args.num_images}")
     if args.seed < 0:
         raise XRealInputError("seed", f"must be a non-negative integer, got {args.seed}")
+    if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.is_dir()):
+        raise XRealInputError("grid", f"must be a .png path in an existing folder, got {args.grid}")
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     batches = [range(i, min(i + args.batch_size, args.num_images)) for i in range(0, args.num_images, args.batch_size)]
     steps_per_batch = settings["num_inference_steps"] * (2 if pathology is not None else 1)
+    shown = []  # the first images, for --grid
     with (
         staged_output(args.output_dir) as staging,
         tqdm(total=len(batches) * steps_per_batch, unit="step", desc="generating") as bar,
@@ -92,12 +99,32 @@ def run(args: argparse.Namespace) -> list[Path]:
                 identity = DicomIdentity(study, series, dicom_uid(), created, args.patient_name, args.patient_id,
                                          instance_number=seed - args.seed + 1)  # fmt: skip
                 writer.write(image, staging, f"{args.prefix}_seed{seed}", record, identity)
+                if args.grid is not None and len(shown) < 8:
+                    shown.append(image.cpu())
         written = sorted(p.name for p in staging.iterdir())
     paths = [args.output_dir / name for name in written]
     print(f"wrote {len(paths) // 2} image(s) and their provenance sidecars to {args.output_dir}:")
     for path in paths:
         print(f"  {path}")
+    if args.grid is not None:
+        _write_grid(args.grid, shown, anatomy, pathology)
+        print(f"grid: {args.grid}")
     return paths
+
+
+def _write_grid(path: Path, images: list, anatomy, pathology) -> Path:
+    """Each image beside itself with the requested masks (resized, nearest, to its grid) tinted and outlined."""
+    import torch.nn.functional as F
+
+    from monai_xreal.visualize import condition_grid, save_rgb
+
+    size = images[0].shape[1:]
+
+    def on_grid(mask):
+        return None if mask is None else F.interpolate(mask[None].float(), size=size, mode="nearest-exact")[0].numpy()
+
+    masks = (on_grid(anatomy), on_grid(pathology))
+    return save_rgb(condition_grid([(image.numpy(), *masks) for image in images], columns=2), path)
 
 
 def report_overrides(bundle: Path | None, report: dict | None) -> dict | None:
@@ -116,6 +143,9 @@ def report_overrides(bundle: Path | None, report: dict | None) -> dict | None:
 
 def replay(args: argparse.Namespace) -> list[Path]:
     """``--from-provenance``: the recorded batch sampled again; the image is compared with the record."""
+    from monai_xreal.io import staged_output
+    from monai_xreal.io.dicom import DicomIdentity, dicom_uid
+    from monai_xreal.io.hashing import sha256_array
     from monai_xreal.synthesis.provenance import make_provenance, read_provenance, reproduce
     from monai_xreal.synthesis.writer import SyntheticImageWriter, sidecar_path
 

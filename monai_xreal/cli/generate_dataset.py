@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import timedelta
 from pathlib import Path
-
-import torch
-import torch.distributed as dist
 
 from monai_xreal.cli.options import add_sampling_options, sampling_knobs
 
@@ -36,6 +32,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from monai_xreal.engines.distributed import launched_ranks
     from monai_xreal.synthesis.dataset import DatasetSpec, generate_dataset
 
     spec = DatasetSpec(
@@ -44,17 +43,10 @@ def run(args: argparse.Namespace) -> dict:
         knobs=sampling_knobs(args), scheduler=args.scheduler, patient_name=args.patient_name,
         patient_id=args.patient_id, data_root=args.data_root, cpu_threads=args.cpu_threads,
     )  # fmt: skip
-    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = args.device or torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if world_size > 1 and not dist.is_initialized():
-        # ranks wait for the slowest at the end: the timeout is the length of a run, not of a step
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(days=7))
-    try:
-        summary = generate_dataset(spec, device, rank, world_size, dist.barrier if world_size > 1 else (lambda: None))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    with launched_ranks(device) as (rank, world_size, barrier):
+        summary = generate_dataset(spec, device, rank, world_size, barrier)
     if rank == 0:
         print(f"{args.output_dir}: {summary['images']} images ({summary['generated']} made by rank 0 now, "
               f"{summary['skipped']} found finished); manifest.jsonl and datalist.json written")  # fmt: skip

@@ -25,21 +25,37 @@ def build_parser() -> argparse.ArgumentParser:
     from monai_xreal import __version__
     from monai_xreal.cli import (
         adherence,
+        anatomy,
         benchmark,
         convert,
         evaluate,
         generate,
         generate_dataset,
+        judge,
         phantoms,
         reader_study,
         serve,
+        simulate,
     )
 
     parser = _OneLineParser(prog="monai-xreal", description="Controllable chest X-ray generation (XReal) on MONAI.")
     parser.add_argument("--version", action="version", version=f"monai-xreal {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     commands.required = True
-    for module in (generate, generate_dataset, phantoms, adherence, evaluate, benchmark, convert, serve, reader_study):
+    for module in (
+        generate,
+        generate_dataset,
+        phantoms,
+        simulate,
+        anatomy,
+        judge,
+        adherence,
+        evaluate,
+        benchmark,
+        convert,
+        serve,
+        reader_study,
+    ):
         module.add_parser(commands)
     return parser
 

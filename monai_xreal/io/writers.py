@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
 from monai.transforms import SaveImage
 
-__all__ = ["FORMATS", "save_images", "staged_output"]
+__all__ = ["FORMATS", "save_images", "staged_folder", "staged_output"]
 
 FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii"}
 
@@ -83,3 +84,27 @@ def staged_output(output_dir: str | Path) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(output: str | Path) -> Iterator[Path]:
+    """A hidden sibling folder that becomes ``output`` (absent or empty) only if the block succeeds, e.g. a bundle.
+
+    On success its permissions become those of a folder made normally (``mkdtemp`` makes it private) and it is
+    renamed into place; on any error it is removed and ``output`` is left as it was.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        yield staging
+        mask = os.umask(0)
+        os.umask(mask)
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

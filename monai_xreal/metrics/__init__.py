@@ -20,3 +20,12 @@ from monai_xreal.metrics.pathology import (
     prompted_label_auc,
     requested_label_score,
 )
+from monai_xreal.metrics.box_segmenter import prepare_box_inputs, segment_with_box
+from monai_xreal.metrics.judges import (
+    HeartBoxJudge,
+    JudgeScores,
+    RealLungJudge,
+    judge_anatomy,
+    load_judges,
+    read_anatomy,
+)

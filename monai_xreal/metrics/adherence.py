@@ -14,8 +14,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monai_xreal.bundle import default_bundle_path, load_weights, read_bundle_config
+from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
 
-__all__ = ["ADHERENCE_LABELS", "AdherenceResult", "load_segmenter", "segment", "anatomy_dice",
+__all__ = ["ADHERENCE_LABELS", "AdherenceResult", "load_segmenter", "segment", "anatomy_dice", "dice_summary",
            "measure_anatomy_adherence"]  # fmt: skip
 
 ADHERENCE_LABELS = {1: "right lung", 2: "left lung", 3: "heart"}  # the organs the judge reads reliably
@@ -51,24 +52,30 @@ def anatomy_dice(predicted: torch.Tensor, requested: torch.Tensor, labels: Seque
 
 @dataclass
 class AdherenceResult:
-    """Per-sample Dice and the images, for a report and a figure."""
+    """Per-sample Dice and the images, for a report and a figure. ``dice`` is the project's segmenter's; ``judges``
+    the independent judges' (:class:`~monai_xreal.metrics.judges.JudgeScores`), reported apart from it."""
 
     labels: dict[int, str]
     dice: torch.Tensor  # (N, len(labels))
     images: list[torch.Tensor] = field(default_factory=list)  # generated (1, H, W) in [0, 1]
     anatomy: list[torch.Tensor] = field(default_factory=list)  # requested (1, H, W)
     pathology: list[torch.Tensor] = field(default_factory=list)  # requested (1, H, W) or empty
+    judges: JudgeScores = field(default_factory=JudgeScores)
 
     def summary(self) -> dict:
-        per_label = {name: float(self.dice[:, i].mean()) for i, name in enumerate(self.labels.values())}
-        per_sample = self.dice.mean(dim=1)
-        return {
-            "mean_dice": float(per_sample.mean()),
-            "std_dice": float(per_sample.std()) if len(per_sample) > 1 else 0.0,
-            "min_dice": float(per_sample.min()),
-            "per_label": per_label,
-            "num_samples": len(per_sample),
-        }
+        return {**dice_summary(self.dice, self.labels), "independent_judges": self.judges.summary()}
+
+
+def dice_summary(dice: torch.Tensor, labels: dict[int, str] = ADHERENCE_LABELS) -> dict:
+    """Mean, spread and minimum over samples of the per-sample mean Dice, and the mean per label, of ``(N, L)``."""
+    per_sample = dice.mean(dim=1)
+    return {
+        "mean_dice": float(per_sample.mean()),
+        "std_dice": float(per_sample.std()) if len(per_sample) > 1 else 0.0,
+        "min_dice": float(per_sample.min()),
+        "per_label": {name: float(dice[:, i].mean()) for i, name in enumerate(labels.values())},
+        "num_samples": len(per_sample),
+    }
 
 
 def measure_anatomy_adherence(
@@ -77,20 +84,24 @@ def measure_anatomy_adherence(
     batches: Iterable[dict],
     keep_images: int = 16,
     progress: bool = False,
+    lung_judge: RealLungJudge | None = None,
+    heart_judge: HeartBoxJudge | None = None,
     **sampling_kwargs,
 ) -> AdherenceResult:
-    """Generate from each batch of conditions and score the anatomy the segmenter reads back.
+    """Generate from each batch of conditions and score the anatomy the segmenter reads back (and the independent
+    judges, when given).
 
     Args:
         pipeline: an :class:`monai_xreal.XRealPipeline`.
         segmenter: from :func:`load_segmenter`.
+        lung_judge, heart_judge: the independent judges (:mod:`monai_xreal.metrics.judges`), or ``None``.
         batches: dicts with ``anatomy`` ``(B, 1, H, W)``, ``prompt`` (``B`` strings), optional ``pathology`` and
             ``seed`` (``B`` ints).
         keep_images: how many generated images to keep for a figure.
         progress: a progress bar over the batches.
         sampling_kwargs: passed to every pipeline call (``num_inference_steps``, ``guidance_scale``, ``control``).
     """
-    scores, result = [], AdherenceResult(dict(ADHERENCE_LABELS), torch.empty(0))
+    scores, judged, result = [], [], AdherenceResult(dict(ADHERENCE_LABELS), torch.empty(0))
     for batch in tqdm(batches, disable=not progress, unit="batch", desc="adherence"):
         anatomy, pathology = torch.as_tensor(batch["anatomy"]).float(), batch.get("pathology")
         prompts = list(batch["prompt"])
@@ -101,6 +112,7 @@ def measure_anatomy_adherence(
         seeds = [int(s) for s in batch["seed"]] if "seed" in batch else None
         images = pipeline(anatomy, pathology, prompts, seed=seeds, **sampling_kwargs)
         scores.append(anatomy_dice(segment(segmenter, images), anatomy))
+        judged.append(judge_anatomy(images.cpu(), anatomy, lung_judge, heart_judge))
         grid = images.shape[2:]  # figures show the requested masks on the generated image's grid
         anatomy = F.interpolate(anatomy, size=grid, mode="nearest-exact")
         pathology = torch.zeros_like(anatomy) if pathology is None else F.interpolate(pathology, size=grid)
@@ -109,4 +121,5 @@ def measure_anatomy_adherence(
             result.anatomy.append(anatomy[i].cpu())
             result.pathology.append(pathology[i].cpu())
     result.dice = torch.cat(scores) if scores else torch.empty(0, len(ADHERENCE_LABELS))
+    result.judges = JudgeScores.concatenate(judged)
     return result

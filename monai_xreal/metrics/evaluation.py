@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_cxr, load_mask
-from monai_xreal.metrics.adherence import ADHERENCE_LABELS, anatomy_dice, segment
+from monai_xreal.metrics.adherence import anatomy_dice, dice_summary, segment
+from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
 from monai_xreal.metrics.diversity import intra_condition_ms_ssim, ms_ssim_weights
 from monai_xreal.metrics.fid import extract_features, frechet_distance
 from monai_xreal.metrics.pathology import (
@@ -124,6 +125,8 @@ class GenerationEvaluation:
         extractors: ``{name: feature extractor}`` for FID (:mod:`monai_xreal.metrics.extractors`).
         segmenter: the anatomy judge (:func:`monai_xreal.metrics.load_segmenter`).
         classifier: a :class:`~monai_xreal.metrics.pathology.LabelClassifier`.
+        lung_judge, heart_judge: the independent anatomy judges (:mod:`monai_xreal.metrics.judges`): their Dice is
+            reported as ``independent_judges``, apart from ``segmenter``'s.
         batch_size: images per pipeline call.
         pathology_counterfactuals: sample each pathology condition again with the empty prompt, for placement
             (doubles the sampling of those conditions).
@@ -141,6 +144,8 @@ class GenerationEvaluation:
         extractors: Mapping[str, nn.Module] | None = None,
         segmenter: nn.Module | None = None,
         classifier: LabelClassifier | None = None,
+        lung_judge: RealLungJudge | None = None,
+        heart_judge: HeartBoxJudge | None = None,
         batch_size: int = 8,
         pathology_counterfactuals: bool = True,
         sampling: Mapping | None = None,
@@ -163,6 +168,7 @@ class GenerationEvaluation:
         self.extractors = dict(extractors or {})
         self.segmenter = segmenter
         self.classifier = classifier
+        self.lung_judge, self.heart_judge = lung_judge, heart_judge
         self.batch_size = int(batch_size)
         self.pathology_counterfactuals = pathology_counterfactuals
         self.progress = progress
@@ -201,6 +207,8 @@ class GenerationEvaluation:
             metrics["diversity"] = self._diversity(samples)
         if self.segmenter is not None:
             metrics["anatomy"] = self._anatomy(samples)
+        if self.lung_judge is not None or self.heart_judge is not None:
+            metrics["independent_judges"] = self._judges(samples)
         if self.classifier is not None:  # every image, so that each prompted label has negatives too
             probabilities = self.classifier(generated)
             metrics["classifier_auc"] = prompted_label_auc(probabilities, [s.prompt for s in samples],
@@ -279,25 +287,23 @@ class GenerationEvaluation:
             "scale_weights": list(ms_ssim_weights(min(samples[0].image.shape[1:]))),
         }  # fmt: skip
 
-    def _anatomy(self, samples: list[Sample]) -> dict:
+    def _anatomy_batches(self, samples: list[Sample]):
+        """``(images, requested anatomy)`` batches of the samples that asked for an anatomy."""
         scored = [s for s in samples if self.conditions[s.condition].get("anatomy") is not None]
-        if not scored:
-            return {"num_samples": 0}
-        dice = []
         for i in range(0, len(scored), self.batch_size):
             batch = scored[i : i + self.batch_size]
             images = torch.stack([s.image for s in batch])
-            requested = _stack([self.conditions[s.condition]["anatomy"] for s in batch], "anatomy", images.shape[2:])
-            dice.append(anatomy_dice(segment(self.segmenter, images), requested))
-        dice = torch.cat(dice)
-        per_sample = dice.mean(dim=1)
-        return {
-            "mean_dice": float(per_sample.mean()),
-            "std_dice": float(per_sample.std()) if len(per_sample) > 1 else 0.0,
-            "min_dice": float(per_sample.min()),
-            "per_label": {name: float(dice[:, i].mean()) for i, name in enumerate(ADHERENCE_LABELS.values())},
-            "num_samples": len(per_sample),
-        }
+            yield images, _stack([self.conditions[s.condition]["anatomy"] for s in batch], "anatomy", images.shape[2:])
+
+    def _anatomy(self, samples: list[Sample]) -> dict:
+        dice = [anatomy_dice(segment(self.segmenter, images), requested)
+                for images, requested in self._anatomy_batches(samples)]  # fmt: skip
+        return dice_summary(torch.cat(dice)) if dice else {"num_samples": 0}
+
+    def _judges(self, samples: list[Sample]) -> dict:
+        parts = [judge_anatomy(images, requested, self.lung_judge, self.heart_judge)
+                 for images, requested in self._anatomy_batches(samples)]  # fmt: skip
+        return JudgeScores.concatenate(parts).summary() if parts else {}
 
     def _pathology(self, samples: list[Sample]) -> dict:
         result: dict = {"num_samples": len(samples)}

@@ -45,6 +45,8 @@ def build_evaluation(
     fid: Mapping[str, str | Path] | None = None,
     segmenter: str | Path | None = "embedded",
     classifier: str | Path | None = None,
+    lung_judge: str | Path | None = None,
+    heart_judge: str | Path | None = None,
     device: str | torch.device | None = None,
     **evaluation_args,
 ) -> GenerationEvaluation:
@@ -58,6 +60,8 @@ def build_evaluation(
         fid: ``{extractor name: local weight file}`` (:func:`monai_xreal.metrics.extractors.load_feature_extractor`).
         segmenter: the anatomy judge's bundle; ``"embedded"`` is ``cxr_anatomy_segmentation``, ``None`` skips Dice.
         classifier: a classifier bundle or torchxrayvision weight file (:func:`load_classifier`), or ``None``.
+        lung_judge, heart_judge: the independent judges: ``"packaged"`` (cheXwhatsApp's lung U-Net, LiteMedSAM, from
+            their installed packages), a converted bundle or weight file, or ``None`` to leave one out.
         device: torch device; ``None`` is the bundle's.
         evaluation_args: :class:`GenerationEvaluation` arguments (``num_samples``, ``samples_per_condition``,
             ``batch_size``, ``sampling``, ...).
@@ -66,6 +70,7 @@ def build_evaluation(
     from monai_xreal.data import load_conditions
     from monai_xreal.metrics.adherence import load_segmenter
     from monai_xreal.metrics.extractors import load_feature_extractor
+    from monai_xreal.metrics.judges import load_judges
     from monai_xreal.metrics.pathology import load_classifier
 
     if fid and real is None:
@@ -79,11 +84,12 @@ def build_evaluation(
     if segmenter is not None:
         judge = load_segmenter(None if segmenter == "embedded" else segmenter, device=pipeline.device)
     scorer = None if classifier is None else load_classifier(classifier, device=pipeline.device)
+    lungs, heart = load_judges(lung_judge, heart_judge, device=pipeline.device)
     condition_list = load_conditions(conditions)
     real_images = None
     if real is not None:
         real_images = load_real_images(read_real_datalist(real, real_key), pipeline.spatial_shape)
     return GenerationEvaluation(
         pipeline, condition_list, real_images, extractors=extractors, segmenter=judge, classifier=scorer,
-        **evaluation_args,
+        lung_judge=lungs, heart_judge=heart, **evaluation_args,
     )  # fmt: skip

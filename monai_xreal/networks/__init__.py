@@ -3,3 +3,12 @@
 
 from monai_xreal.networks.compvis import CompVisAutoencoderKL, CompVisDiffusionModelUNet
 from monai_xreal.networks.conditioning import AdaptedContextUNet
+from monai_xreal.networks.lung_unet import DoubleConv, VGG11UNet
+from monai_xreal.networks.medsam import (
+    LITE_MEDSAM_IMAGE_SIZE,
+    LiteMedSAM,
+    SAMMaskDecoder,
+    SAMPromptEncoder,
+    TinyViTEncoder,
+    load_lite_medsam,
+)

@@ -35,10 +35,15 @@ class Manifest:
     Each line is one ``write`` under an exclusive ``flock``, then ``fsync``: processes never interleave lines,
     and a killed process leaves at most one unterminated last line, which :meth:`repair` cuts off. The last line
     of a key wins (a sample redone after its file was found damaged).
+
+    Args:
+        path: the journal file.
+        key: the fields that identify a line's sample.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: tuple[str, ...] = ("condition_id", "sample_index")) -> None:
         self.path = Path(path)
+        self.key = tuple(key)
 
     def repair(self) -> None:
         """Cut an unterminated last line (a write interrupted by a kill); call before any process appends."""
@@ -50,15 +55,15 @@ class Manifest:
             with open(self.path, "r+b") as f:
                 f.truncate(end)
 
-    def entries(self) -> dict[tuple[str, int], dict]:
-        """``(condition_id, sample_index) -> line`` for every well-formed line."""
-        found: dict[tuple[str, int], dict] = {}
+    def entries(self) -> dict[tuple, dict]:
+        """``key values -> line`` for every well-formed line."""
+        found: dict[tuple, dict] = {}
         if not self.path.is_file():
             return found
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
-                found[(str(entry["condition_id"]), int(entry["sample_index"]))] = entry
+                found[tuple(entry[k] for k in self.key)] = entry
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # an interrupted line: its sample is redone
         return found

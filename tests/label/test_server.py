@@ -24,7 +24,7 @@ from requests_toolbelt.multipart.decoder import MultipartDecoder
 from test_intensity import write_cxr_dicom
 
 from monai_xreal.cli.serve import DATASTORE_FILE_EXT
-from monai_xreal.data.phantoms import PhantomGenerator
+from monai_xreal.simulation import RadiographSimulator
 from monai_xreal.io import save_images
 from monai_xreal.io.dicom import PRIVATE_CREATOR, PRIVATE_GROUP
 from monai_xreal.label import APP_DIR
@@ -94,8 +94,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def phantom():
-    """A phantom CXR with its anatomy and a finding region, at a size the bundles were not trained on."""
-    return PhantomGenerator(size=SIZE, seed=4242)(0, findings=["Pleural Effusion"])
+    """A simulated radiograph with its anatomy and a finding region, at a size the bundles were not trained on, from
+    a seed and lung outlines they never saw."""
+    return RadiographSimulator(size=SIZE, seed=4242, lung_shapes="held-out")(0, findings=["Pleural Effusion"])
 
 
 def png(array: np.ndarray, folder: Path, name: str, labels: bool = True) -> Path:

@@ -13,11 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from monai_xreal.data.anatomy import (
+    ANATOMY_LABELS,
+    cardiothoracic_ratio,
+    compose_label_map,
+    largest_component,
+    upper_mediastinum,
+)
 from monai_xreal.data.phantoms.lungs import LungShapes
 
 __all__ = ["Anatomy", "ANATOMY_LABELS", "build_anatomy"]
-
-ANATOMY_LABELS = {"right_lung": 1, "left_lung": 2, "heart": 3, "upper_mediastinum": 4}
 
 
 @dataclass
@@ -43,12 +48,7 @@ class Anatomy:
 
     def label_map(self) -> np.ndarray:
         """``(S, S)`` uint8 with :data:`ANATOMY_LABELS` (0 background)."""
-        labels = np.zeros(self.heart.shape, np.uint8)
-        labels[self.right_lung] = ANATOMY_LABELS["right_lung"]
-        labels[self.left_lung] = ANATOMY_LABELS["left_lung"]
-        labels[self.mediastinum] = ANATOMY_LABELS["upper_mediastinum"]
-        labels[self.heart] = ANATOMY_LABELS["heart"]
-        return labels
+        return compose_label_map(self.right_lung, self.left_lung, self.heart, self.mediastinum)
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float, knots: int = 5) -> np.ndarray:
@@ -77,14 +77,6 @@ def _place_lungs(shapes: LungShapes, rng: np.random.Generator, size: int) -> tup
     for side in range(2):
         lungs[side, r0:r1, c0:c1] = ndimage.map_coordinates(shapes.shapes[index, side], coords, order=1) > 0.5
     return lungs[0], lungs[1]
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    # the heart can cut slivers off a lung's base; a label map holds one piece per lung
-    components, count = ndimage.label(mask)
-    if count <= 1:
-        return mask
-    return components == np.argmax(np.bincount(components.ravel())[1:]) + 1
 
 
 def _extent(mask: np.ndarray, axis: int) -> np.ndarray:
@@ -119,21 +111,11 @@ def build_anatomy(shapes: LungShapes, rng: np.random.Generator, size: int, ctr: 
     dx = xx - midline
     half = np.where(dx < 0, half_right, half_left)
     heart = ((dx / half) ** 2 + ((yy - centre_y) / half_height) ** 2 <= 1.0) & (yy <= floor)
-    right_lung, left_lung = _largest_component(right_lung & ~heart), _largest_component(left_lung & ~heart)
-
-    # upper mediastinum: between the lungs' inner edges, from the apices down to the top of the heart
+    # the heart can cut slivers off a lung's base; a label map holds one piece per lung
+    right_lung, left_lung = largest_component(right_lung & ~heart), largest_component(left_lung & ~heart)
     heart_top = int(np.floor(centre_y - half_height))
-    inner_right = np.where(right_lung.any(1), size - 1 - np.argmax(right_lung[:, ::-1], 1), -1)
-    inner_left = np.where(left_lung.any(1), np.argmax(left_lung, 1), size)
-    cap = 0.09 * thoracic
-    lo = np.maximum(inner_right + 1, midline - cap)[:, None]
-    hi = np.minimum(inner_left, midline + cap)[:, None]
-    band = (yy >= top + 0.03 * (bottom - top)) & (yy < heart_top)
-    mediastinum = band & (xx >= lo) & (xx < hi) & ~(right_lung | left_lung | heart)
-
-    # measured on the final label map, as a reader would: widest heart over the outer width of lungs and heart
-    heart_columns, chest_columns = _extent(heart, 0), _extent(right_lung | left_lung | heart, 0)
-    measured = (heart_columns[-1] + 1 - heart_columns[0]) / (chest_columns[-1] + 1 - chest_columns[0])
+    mediastinum = upper_mediastinum(right_lung, left_lung, heart, heart_top, midline)
+    measured = cardiothoracic_ratio(right_lung, left_lung, heart)  # on the final masks, as a reader would
     return Anatomy(
         right_lung, left_lung, heart, mediastinum, (top, bottom, left, right), float(midline), float(measured)
     )

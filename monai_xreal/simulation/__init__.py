@@ -1,0 +1,25 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Chest radiographs simulated from a labelled CT (deform, insert findings in 3D, cast PA rays, expose, display),
+each with its exact anatomy label map, pathology mask, labels and report. Names are imported when first used."""
+
+from __future__ import annotations
+
+import importlib
+
+from monai_xreal.simulation.catalogue import SIMULATED_FINDINGS
+
+_EXPORTS = {
+    "LabelledCT": "ct", "load_labelled_ct": "ct", "read_structures": "ct", "LOBES": "ct", "STRUCTURE_GROUPS": "ct",
+    "RayProjector": "projector", "PAGeometry": "projector", "Pose": "projector", "Projection": "projector",
+    "Exposure": "radiograph", "attenuation": "radiograph", "expose": "radiograph", "display": "radiograph",
+    "OutlineWarps": "outlines", "LUNG_SHAPE_POOLS": "outlines", "shape_pool": "outlines",
+    "EditableCT": "findings", "insert_finding": "findings", "scale_heart": "findings",
+    "anatomy_fields": "fields", "RadiographSimulator": "simulator", "write_simulated_set": "dataset",
+}  # fmt: skip
+__all__ = ["SIMULATED_FINDINGS", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"monai_xreal.simulation.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'monai_xreal.simulation' has no attribute {name!r}")
