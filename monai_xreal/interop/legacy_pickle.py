@@ -132,10 +132,12 @@ def _flatten(record: _ModuleRecord, prefix: str = "") -> dict[str, torch.Tensor]
 
 def _read_legacy(f: BinaryIO, modules: Collection[str]) -> tuple[Any, dict[str, _Storage]]:
     storages: dict[str, _Storage] = {}
-    if pickle.load(f) != _LEGACY_MAGIC:
+    # the header records (magic number, protocol version, system info) are plain values: read them with no class
+    # allowed, so that a crafted header cannot run anything either
+    if _AllowListUnpickler(f, (), storages).load() != _LEGACY_MAGIC:
         raise XRealInputError("input", "not a PyTorch checkpoint (bad magic number)")
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # system info (endianness and type sizes; tensors below are little-endian)
+    _AllowListUnpickler(f, (), storages).load()  # protocol version
+    _AllowListUnpickler(f, (), storages).load()  # system info (endianness, type sizes; tensors are little-endian)
     root = _AllowListUnpickler(f, modules, storages).load()
     keys = _AllowListUnpickler(f, (), storages).load()
     for key in keys:

@@ -77,6 +77,24 @@ def test_anything_not_allow_listed_is_refused_and_never_run(tmp_path):
         read_pickled_module(tmp_path / "tiny.pt", _TINY_CLASSES[1:])
 
 
+class _Marker:
+    """Pickled as a call that would write a file: a reader that runs it leaves the file behind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "ran"))
+
+
+def test_a_crafted_legacy_header_runs_nothing(tmp_path):
+    marker = tmp_path / "ran.txt"
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(_Marker(marker), protocol=2))
+    with pytest.raises(XRealInputError) as error:
+        read_pickled_module(tmp_path / "evil.pt", _TINY_CLASSES)
+    assert "\n" not in str(error.value) and not marker.exists()
+
+
 def test_truncated_or_foreign_files_are_one_line_errors(tmp_path):
     torch.save(_Tiny(), tmp_path / "tiny.pt", _use_new_zipfile_serialization=False)
     data = (tmp_path / "tiny.pt").read_bytes()
