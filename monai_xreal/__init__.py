@@ -10,11 +10,22 @@ from __future__ import annotations
 import importlib
 
 from monai_xreal.errors import XRealInputError
+from monai_xreal.version import __version__
 
-__version__ = "0.7.0"
-__all__ = ["XRealPipeline", "XRealInputError", "__version__"]
+__all__ = ["XRealInputError", "XRealPipeline", "__version__"]
 
-_SUBPACKAGES = ("bundle", "control", "data", "engines", "text", "transforms", "simulation", "metrics", "networks")
+_SUBPACKAGES = (
+    "bundle",
+    "control",
+    "data",
+    "engines",
+    "evaluation",
+    "text",
+    "transforms",
+    "simulation",
+    "metrics",
+    "networks",
+)
 
 
 def __getattr__(name: str):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["XRealInputError"]
+__all__ = ["XRealInputError", "XRealInputWarning"]
 
 
 class XRealInputError(ValueError):
@@ -18,3 +18,8 @@ class XRealInputError(ValueError):
         self.argument = argument
         self.message = message
         super().__init__(f"{argument}: {message}")
+
+
+class XRealInputWarning(UserWarning):
+    """Input that is allowed but probably not what the user meant (an all-background anatomy map, a prompt naming
+    no finding, a map stretched to the model grid); front ends print it in one line, like the errors."""

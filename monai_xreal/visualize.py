@@ -1,15 +1,16 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""Figures made by the project's own code: mask overlays and image grids, written as PNG with Pillow."""
+"""Figures: mask overlays (tinted with MONAI's ``blend_images``) and image grids, written as PNG with Pillow."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
-__all__ = ["ANATOMY_COLOURS", "overlay_masks", "image_grid", "condition_grid", "save_rgb"]
+__all__ = ["ANATOMY_COLOURS", "condition_grid", "image_grid", "overlay_masks", "save_rgb"]
 
 # label -> RGB: right lung, left lung, heart, upper mediastinum
 ANATOMY_COLOURS = {1: (66, 135, 245), 2: (52, 199, 89), 3: (235, 64, 52), 4: (245, 197, 66)}
@@ -20,6 +21,23 @@ def _rows_by_columns(array) -> np.ndarray:
     """A ``(1, X, Y)`` or ``(X, Y)`` array in MONAI order as an image-shaped ``(Y, X)`` numpy array."""
     array = np.asarray(array)
     return (array[0] if array.ndim == 3 else array).T
+
+
+def _tint(rgb: np.ndarray, labels: np.ndarray, colours: Mapping[int, Sequence[int]], alpha: float) -> np.ndarray:
+    """``(3, Y, X)`` ``rgb`` with each label of ``colours`` in ``labels`` blended in (MONAI's ``blend_images``)."""
+    from matplotlib.colors import ListedColormap
+    from monai.visualize import blend_images
+
+    known = sorted(colours)
+    table = np.zeros((len(known) + 1, 3), np.float32)  # row 0: everything else, left untinted
+    table[1:] = np.asarray([colours[label] for label in known], np.float32) / 255
+    index = np.zeros(labels.shape, np.int64)
+    for row, label in enumerate(known, start=1):
+        index[labels == label] = row
+    weight = np.where(index > 0, np.float32(alpha), np.float32(0))[None]
+    # the colour map's bins are [k, k + 1) / len(table): a row's centre picks its colour
+    centres = ((index + 0.5) / len(table))[None].astype(np.float32)
+    return blend_images(rgb, centres, alpha=weight, cmap=ListedColormap(table), rescale_arrays=False)
 
 
 def overlay_masks(image, anatomy=None, pathology=None, alpha: float = 0.35) -> np.ndarray:
@@ -35,21 +53,15 @@ def overlay_masks(image, anatomy=None, pathology=None, alpha: float = 0.35) -> n
         ``(Y, X, 3)`` uint8, ready for :func:`save_rgb`.
     """
     grey = np.clip(_rows_by_columns(image).astype(np.float32), 0.0, 1.0)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb = np.repeat(grey[None], 3, axis=0)
     if anatomy is not None:
-        labels = _rows_by_columns(anatomy).astype(np.int64)
-        for label, colour in ANATOMY_COLOURS.items():
-            where = labels == label
-            rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, np.float32) / 255
+        rgb = _tint(rgb, _rows_by_columns(anatomy).astype(np.int64), ANATOMY_COLOURS, alpha)
     if pathology is not None:
         mask = _rows_by_columns(pathology) > 0
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        rgb[mask & ~inner] = np.asarray(_PATHOLOGY_COLOUR, np.float32) / 255
-    return (rgb * 255 + 0.5).astype(np.uint8)
+        # the mask's edge: what a one-pixel cross erosion removes (outside the image counts as inside the mask)
+        edge = mask & ~ndimage.binary_erosion(mask, border_value=1)
+        rgb = _tint(rgb, edge.astype(np.int64), {1: _PATHOLOGY_COLOUR}, 1.0)
+    return (np.moveaxis(rgb, 0, -1) * 255 + 0.5).astype(np.uint8)
 
 
 def image_grid(tiles: Sequence[np.ndarray], columns: int, padding: int = 2, background: int = 255) -> np.ndarray:

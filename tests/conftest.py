@@ -1,5 +1,6 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""Shared fixtures: a tiny generator bundle made from the shipped one, and drawn conditions."""
+"""Shared fixtures and helpers (for every folder of tests/): a tiny generator bundle made from the shipped one, drawn
+conditions, masks and CR-like DICOMs written to read back, random network weights."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from monai.transforms import SaveImage
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from monai_xreal.bundle import default_bundle_path, initialise_bundle_weights
+from monai_xreal.bundle import SCALE_FACTOR_FILE, default_bundle_path, initialise_bundle_weights, read_scale_factor
 from monai_xreal.data import draw_anatomy, draw_box
 
 TINY_SIZE = 32
@@ -22,8 +27,10 @@ TINY_SIZE = 32
 def make_tiny_bundle(root: Path) -> Path:
     """The shipped cxr_xreal bundle with networks shrunk to 32x32 images and 16x16 latents."""
     shutil.copytree(default_bundle_path(), root, ignore=shutil.ignore_patterns("models", "output"))
-    config_path, meta_path = root / "configs" / "inference.json", root / "configs" / "metadata.json"
+    # the networks live in common.json; models/ holds weights only, so the shipped scale factor is written in
+    config_path, meta_path = root / "configs" / "common.json", root / "configs" / "metadata.json"
     config = json.loads(config_path.read_text())
+    config["scale_factor"] = read_scale_factor(default_bundle_path() / SCALE_FACTOR_FILE)
     for key in ("autoencoder_def", "anatomy_controller_def"):
         config[key].update(channels=[8, 8], attention_levels=[False, False], norm_num_groups=8)
     tiny_unet = dict(channels=[16, 32], attention_levels=[False, True], num_head_channels=[0, 16], norm_num_groups=8)
@@ -115,3 +122,46 @@ def simulated_samples():
     simulator = RadiographSimulator(size=128, seed=424242, lung_shapes="held-out")
     plan = [[]] * 4 + [[finding] for finding in SIMULATED_FINDINGS for _ in range(3)]
     return [simulator(index, findings) for index, findings in enumerate(plan)]
+
+
+def write_cxr_dicom(path, rows_by_columns, photometric, window=None, rescale=None, function=None, lut=None):
+    """A 12-bit (16 allocated) CR-like DICOM, valid for pydicom 2.4 and 3."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "phantom"
+    ds.Rows, ds.Columns = rows_by_columns.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if function is not None:
+        ds.VOILUTFunction = function
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = rescale[0], rescale[1], "US"
+    if lut is not None:
+        item = Dataset()
+        item.LUTDescriptor = [len(lut), 0, 16]
+        item.add_new(0x00283006, "US", [int(v) for v in lut])
+        ds.VOILUTSequence = Sequence([item])
+    ds.PixelData = np.ascontiguousarray(rows_by_columns, dtype=np.uint16).tobytes()
+    if int(pydicom.__version__.split(".")[0]) < 3:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def responsive_pipeline(tiny_bundle):
+    """The tiny pipeline with its UNet's zero-initialised layers (output, attention projections) made non-zero, so
+    that prompts change images."""
+    from monai_xreal import XRealPipeline
+
+    pipeline = XRealPipeline.from_bundle(tiny_bundle, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    for parameter in pipeline.unet.parameters():
+        if not parameter.any():
+            parameter.data = 0.05 * torch.randn(parameter.shape, generator=generator)
+    return pipeline

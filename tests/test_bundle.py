@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from monai.bundle import ConfigParser
 from PIL import Image
@@ -22,7 +23,9 @@ def test_shipped_bundle_layout_and_metadata():
     for name in (
         "LICENSE",
         "configs/metadata.json",
+        "configs/common.json",
         "configs/inference.json",
+        "models/scale_factor.json",
         "configs/logging.conf",
         "docs/README.md",
     ):
@@ -47,17 +50,54 @@ def test_shipped_bundle_layout_and_metadata():
     assert meta["version"] in meta["changelog"] and (root / "models" / "model.pt").is_file()
 
 
-def test_shipped_bundle_inference_workflow_has_every_required_property():
+BUNDLES = ["cxr_xreal", "cxr_classifier", "cxr_anatomy_segmentation"]
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_every_bundles_inference_workflow_is_created_with_its_defaults(name):
+    """MONAI's model-zoo check: ``common.json`` + ``inference.json`` with nothing overridden, no property missing."""
     from monai.bundle import create_workflow
 
-    root = default_bundle_path()
+    root = default_bundle_path(name)
     workflow = create_workflow(
-        config_file=str(root / "configs" / "inference.json"),
-        workflow_type="inference",
+        config_file=[str(root / "configs" / "common.json"), str(root / "configs" / "inference.json")],
+        workflow_type="infer",
         bundle_root=str(root),
         meta_file=str(root / "configs" / "metadata.json"),
     )
-    assert not workflow.check_properties()  # MONAI's model-zoo check: nothing missing
+    assert workflow.check_properties() == []  # nothing missing, and the dataset was built from the defaults
+    assert len(workflow.dataset) > 0
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_datalist_is_a_json_datalist_file_in_every_config_of_every_bundle(name):
+    root = default_bundle_path(name)
+    configs = sorted(p for p in (root / "configs").glob("*.json") if p.name not in ("metadata.json", "common.json"))
+    checked = 0
+    for config in configs:
+        if any("#" in key for key in ConfigParser.load_config_file(config)):
+            continue  # an override (noise_filter.json, multi_gpu_train.json, ...): merged after a train config
+        parser = read_bundle_config(root, f"configs/{config.name}")
+        if "datalist" in parser:
+            parser["dataset_dir"] = "/data"
+            assert parser.get_parsed_content("datalist").endswith(".json"), config.name
+            checked += 1
+    assert checked >= 2
+
+
+def test_a_bundle_without_common_json_still_reads(tmp_path):
+    """Bundles written before the layering (one self-contained ``inference.json``) read as before."""
+    import shutil
+
+    root = tmp_path / "single_file"
+    shutil.copytree(default_bundle_path(), root, ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
+    merged = read_bundle_config(root).get()
+    merged.pop("_meta_")
+    (root / "configs" / "common.json").unlink()
+    (root / "configs" / "inference.json").write_text(json.dumps(merged))
+    parser = read_bundle_config(root)
+    assert parser.get("diffusion_unet_def") == merged["diffusion_unet_def"]
+    assert parser.get_parsed_content("scale_factor") == 0.9992797846770824
 
 
 def test_shipped_bundle_config_ids_and_weights_follow_monai_conventions():
@@ -109,17 +149,22 @@ def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, m
     out = tmp_path / "generated"
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(tiny_bundle),
-        "--config_file", str(tiny_bundle / "configs" / "inference.json"),
+        "--config_file", f"['{tiny_bundle / 'configs' / 'common.json'}','{tiny_bundle / 'configs' / 'inference.json'}']",
         "--meta_file", str(tiny_bundle / "configs" / "metadata.json"),
         "--datalist", str(datalist), "--output_dir", str(out), "--num_inference_steps", "2",
     ]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["anatomy_only.png", "with_finding.png"]
-    for name in files:
-        array = np.asarray(Image.open(out / name))
+    assert files == ["anatomy_only.json", "anatomy_only.png", "with_finding.json", "with_finding.png"]
+    assert f"to {out.resolve()}" in result.stdout + result.stderr  # the run says where it writes
+    for name in ("anatomy_only", "with_finding"):
+        array = np.asarray(Image.open(out / f"{name}.png"))
         assert array.shape == (32, 32) and array.dtype == np.uint8
+        record = json.loads((out / f"{name}.json").read_text())  # the generation service's provenance sidecar
+        assert record["synthetic"] and record["condition_id"] == name and record["output"]["file"] == f"{name}.png"
+        assert record["sampling"]["num_inference_steps"] == 2 and record["anatomy"]["file"].endswith("anatomy.png")
+    assert json.loads((out / "with_finding.json").read_text())["sampling"]["seed"] == 0
 
     # the images are the library's, seed 0 and 1 for the two entries
     from monai.transforms import LoadImage
@@ -131,9 +176,9 @@ def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, m
     torch.testing.assert_close(written, expected, atol=1 / 255 + 1e-6, rtol=0)
 
 
-def test_config_parser_resolves_fully_qualified_targets():
-    parser = ConfigParser()
-    parser.read_config(str(default_bundle_path() / "configs" / "inference.json"))
+@pytest.mark.parametrize("name", BUNDLES)
+def test_config_parser_resolves_fully_qualified_targets(name):
+    configs = [p for p in sorted((default_bundle_path(name) / "configs").glob("*.json")) if p.name != "metadata.json"]
     targets = []
 
     def collect(node):
@@ -146,7 +191,8 @@ def test_config_parser_resolves_fully_qualified_targets():
             for value in node:
                 collect(value)
 
-    collect(parser.get())
+    for config in configs:
+        collect(ConfigParser.load_config_file(config))
     assert targets and all("." in target for target in targets), targets
 
 
@@ -158,7 +204,7 @@ def test_label_vector_conditioner_bundle_round_trip(tiny_bundle, tmp_path, anato
     from monai_xreal.text import LabelVectorConditioner
 
     root = tmp_path / "labels_bundle"
-    shutil.copytree(tiny_bundle, root, ignore=shutil.ignore_patterns("models"))
+    shutil.copytree(tiny_bundle, root, ignore=shutil.ignore_patterns("*.pt", "*.safetensors"))
     config = json.loads((root / "configs" / "inference.json").read_text())
     config["text_encoder"] = {
         "_target_": "monai_xreal.text.LabelVectorConditioner",

@@ -11,16 +11,23 @@ import torch
 from monai.bundle import create_workflow
 from monai.metrics import compute_roc_auc
 
-from monai_xreal.data.phantoms.dataset import write_phantom_set
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_cxr
 from monai_xreal.metrics import load_classifier
+from monai_xreal.simulation import write_phantom_set
 from monai_xreal.transforms import LabelsToVectord
 
 ROOT = Path(__file__).resolve().parents[1] / "bundles" / "cxr_classifier"
 CONFIGS = ROOT / "configs"
 CLASSES = ["Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation", "Atelectasis", "Nodule", "Mass"]
 SHIPPED_MEAN_AUC_FLOOR = 0.8  # measured on simulated radiographs of an unseen seed, see docs/README.md
+
+
+def configs(name: str) -> list[str]:
+    """``common.json`` then ``name``, as ``monai.bundle run --config_file`` layers them."""
+    return [str(CONFIGS / "common.json"), str(CONFIGS / name)]
+
+
 TINY_DENSENET = {"init_features": 8, "growth_rate": 4, "block_config": [1, 1, 1, 1]}
 
 
@@ -50,7 +57,7 @@ def test_train_config_learns_and_keeps_the_best_validation_auc(tmp_path):
     write_phantom_set(data, num=40, size=64, seed=5, validation_fraction=0.5)  # every finding in validation
     out = tmp_path / "out"
     workflow = create_workflow(
-        config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
+        config_file=configs("train.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="train",
         bundle_root=str(ROOT), dataset_dir=str(data), output_dir=str(out), epochs=2, batch_size=10,
         spatial_size=[32, 32], **{f"network_def#{k}": v for k, v in TINY_DENSENET.items()},
     )  # fmt: skip
@@ -82,7 +89,7 @@ def test_inference_workflow_writes_each_images_probabilities(tmp_path):
     data = tmp_path / "phantoms"
     write_phantom_set(data, num=10, size=128, seed=8, validation_fraction=0.5)
     workflow = create_workflow(
-        config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
+        config_file=configs("inference.json"), meta_file=str(CONFIGS / "metadata.json"), workflow_type="infer",
         bundle_root=str(ROOT), dataset_dir=str(data), output_dir=str(tmp_path / "out"),
     )  # fmt: skip
     workflow.initialize()

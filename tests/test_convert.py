@@ -14,8 +14,7 @@ import torch
 import transformers
 import x_transformers
 import yaml
-from conftest import randomise_weights
-from test_interop_compvis import (
+from compvis_checkpoints import (
     AE_CHANNELS,
     CONTEXT,
     UNET_CHANNELS,
@@ -25,6 +24,7 @@ from test_interop_compvis import (
     compvis_autoencoder_state,
     tiny_diffusers_autoencoder,
 )
+from conftest import randomise_weights
 
 from monai_xreal import XRealPipeline
 from monai_xreal.cli.main import main

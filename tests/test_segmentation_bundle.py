@@ -12,12 +12,19 @@ from monai.bundle import ConfigParser, create_workflow
 from monai.bundle.scripts import ckpt_export, verify_net_in_out
 from monai.transforms import LoadImage
 
-from monai_xreal.data.phantoms.dataset import write_phantom_set
 from monai_xreal.engines.checkpoints import latest_checkpoint
+from monai_xreal.simulation import write_phantom_set
 
 ROOT = Path(__file__).resolve().parents[1] / "bundles" / "cxr_anatomy_segmentation"
 CONFIGS = ROOT / "configs"
 META = str(CONFIGS / "metadata.json")
+
+
+def configs(name: str) -> list[str]:
+    """``common.json`` then ``name``, as ``monai.bundle run --config_file`` layers them."""
+    return [str(CONFIGS / "common.json"), str(CONFIGS / name)]
+
+
 MANDATORY_METADATA = [
     "version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
     "description", "authors", "copyright", "network_data_format", "intended_use", "data_source", "data_type",
@@ -27,8 +34,9 @@ DICE_THRESHOLD = 0.90  # measured on simulated radiographs of an unseen seed; se
 
 
 def test_bundle_files_and_metadata():
-    for name in ("LICENSE", "configs/metadata.json", "configs/inference.json", "configs/train.json",
-                 "configs/logging.conf", "docs/README.md", "models/model.pt"):  # fmt: skip
+    for name in ("LICENSE", "configs/metadata.json", "configs/common.json", "configs/inference.json",
+                 "configs/train.json", "configs/logging.conf", "docs/README.md", "models/model.pt",
+                 "sample_data/datalist.json"):  # fmt: skip
         assert (ROOT / name).is_file(), name
     meta = json.loads((CONFIGS / "metadata.json").read_text())
     assert [key for key in MANDATORY_METADATA if key not in meta] == []
@@ -43,26 +51,25 @@ def test_bundle_files_and_metadata():
     assert all(torch.is_tensor(v) for v in state.values())
 
 
-def test_train_and_inference_share_the_network():
-    train, infer = (
-        ConfigParser.load_config_file(CONFIGS / "train.json"),
-        ConfigParser.load_config_file(CONFIGS / "inference.json"),
-    )
-    assert train["network_def"] == {**infer["network_def"], "out_channels": "@num_classes"}
+def test_train_and_inference_share_the_network_declared_once_in_common():
+    common = ConfigParser.load_config_file(CONFIGS / "common.json")
+    assert {"network_def", "num_classes", "spatial_size", "device"} <= set(common)
+    for name in ("train.json", "inference.json"):
+        assert "network_def" not in ConfigParser.load_config_file(CONFIGS / name), name
 
 
 @pytest.mark.parametrize("workflow_type, config", [("inference", "inference.json"), ("train", "train.json")])
 def test_workflow_properties(workflow_type, config, tmp_path):
     write_phantom_set(tmp_path / "phantoms", num=4, size=64, seed=0, validation_fraction=0.5)
     workflow = create_workflow(
-        config_file=str(CONFIGS / config), meta_file=META, workflow_type=workflow_type, bundle_root=str(ROOT),
+        config_file=configs(config), meta_file=META, workflow_type=workflow_type, bundle_root=str(ROOT),
         dataset_dir=str(tmp_path / "phantoms"), output_dir=str(tmp_path / "out"),
     )  # fmt: skip
     assert not workflow.check_properties()
 
 
 def test_verify_net_in_out_and_torchscript_export(tmp_path):
-    config = str(CONFIGS / "inference.json")
+    config = configs("inference.json")
     verify_net_in_out(net_id="network_def", meta_file=META, config_file=config, device="cpu", bundle_root=str(ROOT))
     exported = tmp_path / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(ROOT / "models" / "model.pt"),
@@ -82,7 +89,7 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path):
 def _train(data_dir, out_dir, epochs):
     """Train through the bundle's config; the losses and weights seen by the run."""
     workflow = create_workflow(
-        config_file=str(CONFIGS / "train.json"), meta_file=META, workflow_type="train", bundle_root=str(ROOT),
+        config_file=configs("train.json"), meta_file=META, workflow_type="train", bundle_root=str(ROOT),
         dataset_dir=str(data_dir), output_dir=str(out_dir), epochs=epochs, batch_size=2, spatial_size=[64, 64],
         learning_rate=0.01,
     )  # fmt: skip
@@ -137,9 +144,11 @@ def test_inference_with_shipped_weights_follows_the_anatomy(tmp_path, simulated_
     data = tmp_path / "images"
     names = [f"simulated_{i:05d}" for i in range(len(shown))]
     save_images(np.stack([s.image for s in shown]), names, data)
+    # datalist: a MONAI datalist file, as in every bundle (its validation list by default)
+    (data / "datalist.json").write_text(json.dumps({"validation": [{"image": f"{name}.png"} for name in names]}))
     out = tmp_path / "seg"
     workflow = create_workflow(
-        config_file=str(CONFIGS / "inference.json"), meta_file=META, workflow_type="inference",
+        config_file=configs("inference.json"), meta_file=META, workflow_type="inference",
         bundle_root=str(ROOT), dataset_dir=str(data), output_dir=str(out),
     )  # fmt: skip
     workflow.initialize()

@@ -168,6 +168,32 @@ def test_rank_zero_keeps_every_handler_other_ranks_only_state_changing_ones(tmp_
     assert handlers_for_rank(handlers) == handlers  # not distributed: rank 0
     assert handlers_for_rank(handlers, rank=0) == handlers
     assert handlers_for_rank(handlers, rank=1) == [ema, schedule, loader]
+    # the train configs pass their named dicts; None (a handler an override removed) is left out, and a handler
+    # that joins collectives (every_rank, e.g. the noise filter) runs on every rank
+    gathering = type("Gathering", (), {"every_rank": True})()
+    named = {"stats": stats, "ema": ema, "preview": None, "noise_filter": gathering, "saver": saver}
+    assert handlers_for_rank(named, rank=0) == [stats, ema, gathering, saver]
+    assert handlers_for_rank(named, rank=1) == [ema, gathering]
+
+
+def test_named_list_keeps_order_and_leaves_out_removed_entries():
+    from monai_xreal.bundle import named_list
+
+    assert named_list({"load": 1, "resize": None, "select": 3}) == [1, 3]
+    assert named_list([1, None, 2]) == [1, 2] and named_list(None) == []
+
+
+def test_scale_factor_file_round_trip_and_errors(tmp_path):
+    from monai_xreal.bundle import read_scale_factor, write_scale_factor
+    from monai_xreal.errors import XRealInputError
+
+    path = write_scale_factor(tmp_path / "models" / "scale_factor.json", 0.9992797846770824, num_values=12)
+    assert read_scale_factor(path) == 0.9992797846770824  # exactly: JSON keeps every digit of a float
+    with pytest.raises(XRealInputError, match="missing file"):
+        read_scale_factor(tmp_path / "absent.json")
+    (tmp_path / "bad.json").write_text('{"scale": 1}')
+    with pytest.raises(XRealInputError, match="bad.json"):
+        read_scale_factor(tmp_path / "bad.json")
 
 
 @pytest.mark.parametrize(
@@ -192,6 +218,7 @@ def test_verify_net_in_out_for_each_network(net_id, io, extra):
     )
     verify_net_in_out(
         net_id=net_id, meta_file=str(ROOT / "configs" / "metadata.json"),
-        config_file=str(ROOT / "configs" / "inference.json"), device="cpu", bundle_root=str(ROOT),
+        config_file=[str(ROOT / "configs" / "common.json"), str(ROOT / "configs" / "inference.json")], device="cpu",
+        bundle_root=str(ROOT),
         extra_forward_args=extra, **overrides,
     )  # fmt: skip

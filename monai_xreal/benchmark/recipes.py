@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["SamplingRecipe", "REFERENCE_RECIPE", "FAST_RECIPE"]
+__all__ = ["FAST_RECIPE", "REFERENCE_RECIPE", "SamplingRecipe"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +45,7 @@ REFERENCE_RECIPE = SamplingRecipe("xreal-reference", 100, "ddim", 1.0, batched_g
 
 FAST_RECIPE = SamplingRecipe("fast", 20, "ddim", 1.0, batched_guidance=True, batch_size=8)
 """Fewer steps (chosen where adherence holds, see ``docs/benchmarks.md``), batched guidance, batches of 8."""
+
+VARIANT_NAMES = ("fp32", "bf16-autocast", "channels-last", "torch-compile", "sdpa-attention", "eager-attention")
+"""The UNet execution variants :data:`monai_xreal.benchmark.runner.VARIANTS` measures (named here, where ``--help``
+reads them without loading torch)."""

@@ -17,8 +17,16 @@ from monai_xreal.benchmark.timing import NetworkTimes, peak_memory, synchronize,
 from monai_xreal.control.sampling import per_sample_randn
 from monai_xreal.metrics.adherence import anatomy_dice, segment
 
-__all__ = ["BenchmarkCondition", "benchmark_conditions", "RecipeResult", "measure_recipe", "plain_text_to_image",
-           "compare_text_to_image", "VARIANTS", "measure_variant"]  # fmt: skip
+__all__ = [
+    "VARIANTS",
+    "BenchmarkCondition",
+    "RecipeResult",
+    "benchmark_conditions",
+    "compare_text_to_image",
+    "measure_recipe",
+    "measure_variant",
+    "plain_text_to_image",
+]  # fmt: skip
 
 # findings that come with a pathology region, so every benchmark image runs both of XReal's stages
 _REGION_FINDINGS = ("Pleural Effusion", "Pneumothorax", "Consolidation", "Cardiomegaly")

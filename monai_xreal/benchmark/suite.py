@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from monai_xreal.benchmark.runner import (
     measure_variant,
 )
 
-__all__ = ["hardware", "run_benchmark", "format_table"]
+__all__ = ["format_table", "hardware", "run_benchmark"]
 
 
 def _cpu_name() -> str:
@@ -54,6 +55,7 @@ def run_benchmark(
     seed: int = 1000,
     progress: bool = True,
     source: str = "simulated",
+    repeats: int = 1,
 ) -> dict:
     """Measure every recipe at every batch size on the same ``num_images`` conditions, then the overhead
     point, the pipeline against a plain scheduler loop, and the execution variants.
@@ -71,6 +73,8 @@ def run_benchmark(
         seed: seed of the conditions.
         progress: a progress bar over the measurements.
         source: ``"simulated"`` (simulated radiographs' anatomy, held-out real lung outlines) or ``"phantoms"``.
+        repeats: rounds over the recipe rows (each round measures every row once, so the rows alternate); a row
+            reports the median images/s with the spread of its rounds.
 
     Returns:
         ``{"hardware", "rows", "overhead", "text_to_image", "variants"}``, JSON-ready.
@@ -93,12 +97,17 @@ def run_benchmark(
     variant_recipe = fast.with_batch(max(batch_sizes))
     results: dict = {"hardware": hardware(pipeline.device), "num_images": num_images, "rows": [], "variants": [],
                      "variant_failures": {}}  # fmt: skip
-    total = len(rows) + (overhead is not None) + len(variants) + text_to_image
+    if repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats}")
+    total = len(rows) * repeats + (overhead is not None) + len(variants) + text_to_image
     with tqdm(total=total, desc="benchmark", unit="run", disable=not progress) as bar:
-        for recipe in rows:
-            bar.set_postfix_str(f"{recipe.name} batch {recipe.batch_size}")
-            results["rows"].append(measure_recipe(pipeline, conditions, recipe, segmenter).as_dict())
-            bar.update()
+        rounds: list[list[dict]] = [[] for _ in rows]
+        for _ in range(repeats):  # round by round: every row is measured under the same machine conditions
+            for i, recipe in enumerate(rows):
+                bar.set_postfix_str(f"{recipe.name} batch {recipe.batch_size}")
+                rounds[i].append(measure_recipe(pipeline, conditions, recipe, segmenter).as_dict())
+                bar.update()
+        results["rows"] = [_with_spread(runs) for runs in rounds]
         if overhead is not None:
             bar.set_postfix_str("overhead")
             results["overhead"] = measure_recipe(pipeline, conditions, overhead, segmenter).as_dict()
@@ -117,13 +126,28 @@ def run_benchmark(
     return results
 
 
+def _with_spread(runs: list[dict]) -> dict:
+    """One row from its rounds: the median round's figures, with every round's images/s and their range."""
+    speeds = sorted(r["images_per_second"] for r in runs)
+    median = statistics.median(speeds)
+    row = dict(min(runs, key=lambda r: abs(r["images_per_second"] - median)))
+    return {**row, "images_per_second": median, "images_per_second_runs": [r["images_per_second"] for r in runs],
+            "images_per_second_range": [speeds[0], speeds[-1]], "repeats": len(runs)}  # fmt: skip
+
+
+def _speed(row: dict) -> str:
+    low, high = row.get("images_per_second_range", [None, None])
+    spread = "" if low is None or row.get("repeats", 1) < 2 else f" ({low:.3f}-{high:.3f})"
+    return f"{row['images_per_second']:.3f}{spread}"
+
+
 def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def format_table(results: dict) -> str:
     """The benchmark as a Markdown table, with the overhead point and the plain-loop ratio underneath."""
-    columns = ("recipe", "variant", "batch", "steps", "solver", "CFG", "img/s", "UNet evals/img", "overhead",
+    columns = ("recipe", "variant", "batch", "steps", "solver", "CFG", "img/s (range)", "UNet evals/img", "overhead",
                "peak MiB", "Dice")  # fmt: skip
     machine = results.get("hardware", {})
     lines = [", ".join(f"{k}: {v}" for k, v in machine.items()), ""] if machine else []
@@ -133,7 +157,7 @@ def format_table(results: dict) -> str:
         cfg = "batched" if r["batched_guidance"] else "2 calls"
         cells = (
             r["name"], r["variant"], r["batch_size"], r["num_inference_steps"], f"{r['scheduler']} eta {r['eta']:g}",
-            cfg, f"{r['images_per_second']:.3f}", _cell(r["unet_evaluations_per_image"], ".0f"),
+            cfg, _speed(r), _cell(r["unet_evaluations_per_image"], ".0f"),
             _cell(r["overhead"], ".3f"), _cell(r["peak_memory_mib"], ".0f"), _cell(r["mean_dice"], ".3f"),
         )  # fmt: skip
         lines.append("| " + " | ".join(map(str, cells)) + " |")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["NetworkTimes", "time_networks", "PeakMemory", "peak_memory", "synchronize"]
+__all__ = ["NetworkTimes", "PeakMemory", "peak_memory", "synchronize", "time_networks"]
 
 # the network entry points a pipeline calls: everything else in sampling is the sampler's own overhead
 _ENTRY_POINTS = {

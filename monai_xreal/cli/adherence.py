@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from monai_xreal.cli.options import add_judge_options, torch_device
+from monai_xreal.cli.options import add_judge_options, check_output_file, make_parent, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "measure anatomy adherence: Dice between requested label maps and the segmentation of the generated CXRs"
@@ -31,9 +31,9 @@ def add_parser(commands) -> None:
                    help="a conditions datalist instead of --source (anatomy required in each)")  # fmt: skip
     p.add_argument("--lung-shapes", choices=("all", "train", "held-out"), default="held-out",
                    help="simulated: the real lung outlines to warp towards (default: held-out)")  # fmt: skip
-    p.add_argument("--num", type=int, default=64, help="number of conditions (default: 64)")
+    p.add_argument("--num-images", type=int, default=64, help="number of conditions (default: 64)")
     p.add_argument("--seed", type=int, default=1000, help="seed of the conditions; keep it apart from training")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps per stage (default: 50)")
+    p.add_argument("--num-inference-steps", type=int, default=50, help="sampling steps per stage (default: 50)")
     p.add_argument("--guidance-scale", type=float, default=7.0, help="classifier-free guidance (default: 7.0)")
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
     p.add_argument("--batch-size", type=int, default=8, help="conditions per pipeline call (default: 8)")
@@ -55,14 +55,14 @@ def _condition_batches(args, size: int):
     if args.source == "phantoms":
         from monai_xreal.data.phantoms import MIN_SIZE, PhantomDataset
 
-        dataset = PhantomDataset(args.num, transform=BuildPromptd(keys="labels"), size=max(MIN_SIZE, size),
+        dataset = PhantomDataset(args.num_images, transform=BuildPromptd(keys="labels"), size=max(MIN_SIZE, size),
                                  seed=args.seed)  # fmt: skip
     else:
         from monai_xreal.data.paired import PairedDataset
         from monai_xreal.simulation.simulator import MIN_SIZE, RadiographSimulator
 
         simulator = RadiographSimulator(size=max(MIN_SIZE, size), seed=args.seed, lung_shapes=args.lung_shapes)
-        dataset = PairedDataset(simulator, args.num, transform=BuildPromptd(keys="labels"))
+        dataset = PairedDataset(simulator, args.num_images, transform=BuildPromptd(keys="labels"))
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=0)
     for start, batch in enumerate(loader):
         yield {**batch, "seed": [args.seed + start * args.batch_size + i for i in range(len(batch["prompt"]))]}
@@ -74,7 +74,7 @@ def _datalist_batches(args):
     from monai_xreal.data import load_conditions
     from monai_xreal.io import load_mask
 
-    conditions = [c for c in load_conditions(args.conditions, base_seed=args.seed) if "anatomy" in c][: args.num]
+    conditions = [c for c in load_conditions(args.conditions, base_seed=args.seed) if "anatomy" in c][: args.num_images]
     if not conditions:
         raise XRealInputError("conditions", f"{args.conditions} has no condition with an anatomy")
     # a pipeline call takes conditions of one kind: with a finding region or without
@@ -99,22 +99,21 @@ def run(args) -> None:
     from monai_xreal.metrics import load_judges, load_segmenter, measure_anatomy_adherence
     from monai_xreal.visualize import condition_grid, save_rgb
 
-    for name in ("num", "steps", "batch_size"):
+    for name in ("num_images", "num_inference_steps", "batch_size"):
         if getattr(args, name) < 1:
             raise XRealInputError(f"--{name.replace('_', '-')}", "must be a positive integer")
-    for flag, path in (("--output", args.output), ("--figure", args.figure)):
-        if path is not None and not path.parent.is_dir():
-            raise XRealInputError(flag, f"folder {path.parent} does not exist")
+    check_output_file(args.output, "--output")
+    check_output_file(args.figure, "--figure", ".png")
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
     lung_judge, heart_judge = load_judges(args.lung_judge, args.heart_judge, device=pipeline.device)
     result = measure_anatomy_adherence(
         pipeline, segmenter, _condition_batches(args, pipeline.spatial_shape[0]), progress=True,
-        num_inference_steps=args.steps, guidance_scale=args.guidance_scale, control=args.control,
+        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, control=args.control,
         lung_judge=lung_judge, heart_judge=heart_judge,
     )  # fmt: skip
     source = str(args.conditions) if args.conditions is not None else args.source
-    summary = {**result.summary(), "steps": args.steps, "guidance_scale": args.guidance_scale,
+    summary = {**result.summary(), "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
                "control": args.control, "conditions": source, "seed": args.seed}  # fmt: skip
     if args.conditions is None and args.source == "simulated":
         summary["lung_shapes"] = args.lung_shapes
@@ -125,9 +124,9 @@ def run(args) -> None:
             per_sample["real_lung_judge_dice"] = result.judges.lungs.tolist()
         if result.judges.heart is not None:
             per_sample["heart_box_judge_dice"] = result.judges.heart.tolist()
-        args.output.write_text(json.dumps({**summary, **per_sample}, indent=2))
+        make_parent(args.output).write_text(json.dumps({**summary, **per_sample}, indent=2))
     if args.figure is not None:
         samples = [
             (i.numpy(), a.numpy(), p.numpy()) for i, a, p in zip(result.images, result.anatomy, result.pathology)
         ]
-        save_rgb(condition_grid(samples[:8], columns=4), args.figure)
+        save_rgb(condition_grid(samples[:8], columns=4), make_parent(args.figure))

@@ -7,14 +7,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from monai_xreal.cli.options import torch_device
+from monai_xreal.cli.options import positive_int, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "benchmark controllable sampling: XReal's reference recipe against the fast settings, in one run"
 
 
 def add_parser(commands) -> None:
-    from monai_xreal.benchmark import FAST_RECIPE, VARIANTS
+    from monai_xreal.benchmark.recipes import FAST_RECIPE
+    from monai_xreal.benchmark.recipes import VARIANT_NAMES as VARIANTS
 
     p = commands.add_parser(
         "benchmark", help=HELP,
@@ -25,11 +26,13 @@ def add_parser(commands) -> None:
     p.add_argument("--segmenter", type=Path, default=None, help="anatomy judge bundle (default: the embedded one)")
     p.add_argument("--num-images", type=int, default=8, help="conditions per measurement (default: 8)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
-    p.add_argument("--fast-steps", type=int, default=FAST_RECIPE.num_inference_steps,
+    p.add_argument("--num-inference-steps", type=int, default=FAST_RECIPE.num_inference_steps,
                    help=f"steps of the fast recipe (default: {FAST_RECIPE.num_inference_steps})")  # fmt: skip
-    p.add_argument("--fast-scheduler", choices=("ddim", "pndm", "ddpm"), default=FAST_RECIPE.scheduler,
+    p.add_argument("--scheduler", choices=("ddim", "pndm", "ddpm"), default=FAST_RECIPE.scheduler,
                    help=f"solver of the fast recipe (default: {FAST_RECIPE.scheduler})")  # fmt: skip
-    p.add_argument("--fast-eta", type=float, default=FAST_RECIPE.eta, help="DDIM eta of the fast recipe")
+    p.add_argument("--eta", type=float, default=FAST_RECIPE.eta, help="DDIM eta of the fast recipe")
+    p.add_argument("--repeats", type=positive_int, default=3, help="rounds over the rows; each row reports its median "
+                   "images/s and the range (default: 3)")  # fmt: skip
     p.add_argument("--reference-steps", type=int, default=100, help="steps of XReal's recipe (default: 100)")
     p.add_argument("--skip-reference", action="store_true", help="measure the fast recipe only")
     p.add_argument("--overhead-point", type=int, nargs=2, default=[2, 20], metavar=("BATCH", "STEPS"),
@@ -52,7 +55,7 @@ def run(args) -> None:
     from monai_xreal.benchmark import FAST_RECIPE, REFERENCE_RECIPE, VARIANTS, format_table, run_benchmark
     from monai_xreal.metrics import load_segmenter
 
-    counts = {"--num-images": [args.num_images], "--batch-sizes": args.batch_sizes, "--fast-steps": [args.fast_steps],
+    counts = {"--num-images": [args.num_images], "--batch-sizes": args.batch_sizes, "--num-inference-steps": [args.num_inference_steps],
               "--reference-steps": [args.reference_steps], "--overhead-point": args.overhead_point}  # fmt: skip
     for flag, values in counts.items():
         if any(v < 1 for v in values):
@@ -60,8 +63,8 @@ def run(args) -> None:
     largest = max([*args.batch_sizes, args.overhead_point[0]])
     if largest > args.num_images:
         raise XRealInputError("--num-images", f"must be at least the largest batch ({largest})")
-    if args.fast_eta < 0:
-        raise XRealInputError("--fast-eta", "must be >= 0")
+    if args.eta < 0:
+        raise XRealInputError("--eta", "must be >= 0")
     if args.output is not None and (not args.output.parent.is_dir() or args.output.is_dir()):
         raise XRealInputError("--output", f"{args.output} is a folder, or its folder does not exist")
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
@@ -69,17 +72,17 @@ def run(args) -> None:
     variants = (
         args.variants if args.variants is not None else (list(VARIANTS) if pipeline.device.type == "cuda" else [])
     )
-    fast = replace(FAST_RECIPE, num_inference_steps=args.fast_steps, scheduler=args.fast_scheduler, eta=args.fast_eta)
+    fast = replace(FAST_RECIPE, num_inference_steps=args.num_inference_steps, scheduler=args.scheduler, eta=args.eta)
     reference = replace(REFERENCE_RECIPE, num_inference_steps=args.reference_steps)
     results = run_benchmark(
         pipeline, segmenter, num_images=args.num_images, batch_sizes=args.batch_sizes,
         recipes=(fast,) if args.skip_reference else (reference, fast), overhead_point=tuple(args.overhead_point),
         text_to_image=not args.no_text_to_image, variants=variants, seed=args.seed,
-        source=args.source,
+        source=args.source, repeats=args.repeats,
     )  # fmt: skip
     print(format_table(results))
     if args.output is not None:
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(args.output)
+        from monai_xreal.io.atomic import write_text_atomically
+
+        write_text_atomically(args.output, json.dumps(results, indent=2))
         print(f"wrote {args.output}")

@@ -16,7 +16,7 @@ _STEPS = ("read and convert", "weights", "configs", "checksums")
 
 
 def add_parser(commands) -> None:
-    from monai_xreal.interop.convert import FORMATS
+    from monai_xreal.interop.formats import FORMATS
 
     p = commands.add_parser("convert", help=HELP, description=HELP + ".")
     p.add_argument("--from", dest="source_format", choices=(*FORMATS, "chexwhatsapp"), required=True,

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from monai_xreal.cli.options import add_judge_options, torch_device
+from monai_xreal.cli.options import add_judge_options, check_output_file, make_parent, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "evaluate a generator bundle: FID, intra-condition MS-SSIM, anatomy Dice and pathology placement"
@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
     p.add_argument("--output", type=Path, required=True, help="report JSON to write")
     p.add_argument("--figure", type=Path, default=None, help="PNG figure (default: the report's path with .png)")
     p.add_argument("--bundle", type=Path, default=None, help="generator bundle (default: the embedded cxr_xreal)")
-    p.add_argument("--num-samples", type=int, default=64, help="generated images in all (default: 64)")
+    p.add_argument("--num-images", type=int, default=64, help="generated images in all (default: 64)")
     p.add_argument("--samples-per-condition", type=int, default=4, help="K samples per condition (default: 4)")
     p.add_argument(
         "--fid", type=_fid_spec, action="append", default=[], metavar="NAME=WEIGHTS",
@@ -51,7 +51,9 @@ def add_parser(commands) -> None:
         help="classifier bundle, 'embedded' (the shipped cxr_classifier), or a torchxrayvision weight file",
     )
     p.add_argument("--no-placement", action="store_true", help="skip pathology placement (saves the extra sampling)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps per stage (default: the bundle's)")
+    p.add_argument(
+        "--num-inference-steps", type=int, default=None, help="sampling steps per stage (default: the bundle's)"
+    )
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance weight (default: the bundle's)")
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
     p.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default: 8)")
@@ -60,38 +62,31 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
-    from monai_xreal.metrics.loading import build_evaluation
+    from monai_xreal.evaluation import build_evaluation
 
-    for name in ("num_samples", "samples_per_condition", "batch_size"):
+    for name in ("num_images", "samples_per_condition", "batch_size"):
         if getattr(args, name) < 1:
             raise XRealInputError(f"--{name.replace('_', '-')}", "must be a positive integer")
-    if args.steps is not None and args.steps < 1:
-        raise XRealInputError("--steps", "must be a positive integer")
-    if args.output.suffix.lower() != ".json":
-        raise XRealInputError("--output", f"must be a .json path, got {args.output}")
-    figure = args.figure if args.figure is not None else args.output.with_suffix(".png")
-    if figure.suffix.lower() != ".png":
-        raise XRealInputError("--figure", f"must be a .png path, got {figure}")
-    for flag, path in (("--output", args.output), ("--figure", figure)):
-        if not path.parent.is_dir():
-            raise XRealInputError(flag, f"folder {path.parent} does not exist")
-        if path.is_dir():
-            raise XRealInputError(flag, f"{path} is a folder")
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        raise XRealInputError("--num-inference-steps", "must be a positive integer")
+    check_output_file(args.output, "--output", ".json")
+    figure = check_output_file(args.figure if args.figure is not None else args.output.with_suffix(".png"),
+                               "--figure", ".png")  # fmt: skip
     names = [name for name, _ in args.fid]
     if len(set(names)) != len(names):
         raise XRealInputError("--fid", "an extractor is named twice")
     sampling = {"control": args.control}
-    sampling.update({k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance_scale))
+    sampling.update({k: v for k, v in (("num_inference_steps", args.num_inference_steps), ("guidance_scale", args.guidance_scale))
                      if v is not None})  # fmt: skip
     evaluation = build_evaluation(
         args.conditions, bundle=args.bundle, real=args.real, real_key=args.real_key, fid=dict(args.fid),
         segmenter=None if args.no_anatomy else (args.segmenter or "embedded"), classifier=args.classifier,
         lung_judge=None if args.no_anatomy else args.lung_judge,
         heart_judge=None if args.no_anatomy else args.heart_judge,
-        device=args.device, num_samples=args.num_samples, samples_per_condition=args.samples_per_condition,
+        device=args.device, num_samples=args.num_images, samples_per_condition=args.samples_per_condition,
         batch_size=args.batch_size, pathology_counterfactuals=not args.no_placement, sampling=sampling,
     )  # fmt: skip
     result = evaluation.run()
-    written = result.save(args.output, figure)
+    written = result.save(make_parent(args.output), make_parent(figure))
     print(json.dumps(result.report["metrics"], indent=2))
     print("wrote " + ", ".join(map(str, written)))

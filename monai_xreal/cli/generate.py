@@ -8,50 +8,62 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-from monai_xreal.cli.options import add_sampling_options, sampling_knobs
+from monai_xreal.cli.options import add_sampling_options, non_negative_int, output_folder, positive_int, sampling_knobs
 from monai_xreal.errors import XRealInputError
 
 HELP = "generate CXRs that follow an anatomy mask, a pathology mask and a prompt"
+_LISTED = 50  # files listed one by one at the end (beyond that, only counted)
+_GRID_IMAGES = 8
 
 
 def add_parser(commands) -> None:
     p = commands.add_parser("generate", help=HELP, description=HELP + ". Each image gets a JSON sidecar saying "
-                            "how it was made; --from-provenance makes it again.")  # fmt: skip
+                            "how it was made; --from-provenance makes it again. Images are written as they are "
+                            "finished: an interrupted run keeps them and the same command continues it.")  # fmt: skip
     p.add_argument("--anatomy", type=Path, help="anatomy label map (PNG, NIfTI or DICOM)")
-    p.add_argument("--pathology", type=Path, help="pathology mask, 1 where the finding goes (PNG, NIfTI or DICOM)")
+    p.add_argument("--pathology", type=Path, help="pathology mask, 1 where the finding goes, the anatomy map's size "
+                   "(PNG, NIfTI or DICOM)")  # fmt: skip
     p.add_argument("--prompt", default="", help="finding or report text, e.g. 'Cardiomegaly' (default: empty)")
     p.add_argument("--report", type=Path, default=None, help="a report file (IU X-ray XML, MIMIC-CXR .txt or plain "
                    "text) whose FINDINGS and IMPRESSION are the prompt; instead of --prompt")  # fmt: skip
-    p.add_argument("--num-images", type=int, default=1, help="images to generate (seeds SEED, SEED+1, ...)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image (default: 0)")
+    p.add_argument("--num-images", type=positive_int, default=1, help="images to generate (seeds SEED, SEED+1, ...)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image (default: 0)")
     add_sampling_options(p)
-    p.add_argument("--output-dir", type=Path, required=True, help="folder for the images and their sidecars")
+    p.add_argument("--output-dir", type=output_folder, required=True, help="folder for the images and their sidecars")
     p.add_argument("--prefix", default="xreal", help="file name prefix (default: xreal)")
     p.add_argument("--grid", type=Path, default=None, metavar="FILE.png",
-                   help="also write a PNG of the first 8 images, each beside its overlay of the requested "
-                   "masks")  # fmt: skip
+                   help=f"also write a PNG of the first {_GRID_IMAGES} images, each beside its overlay of the "
+                   "requested masks")  # fmt: skip
     p.add_argument("--from-provenance", type=Path, default=None, metavar="FILE",
                    help="make the image a sidecar describes again (same bundle weights and masks, checked by "
                    "SHA-256); --bundle and --device override the recorded ones")  # fmt: skip
     p.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> list[Path]:
-    import torch
-    from tqdm.auto import tqdm
+def run(args: argparse.Namespace) -> dict:
+    """Generate ``--num-images`` images into ``--output-dir``, skipping those a previous run finished.
 
-    from monai_xreal.io import load_mask, staged_output
-    from monai_xreal.io.dicom import DicomIdentity, dicom_uid
-    from monai_xreal.io.hashing import sha256_array, sha256_file
-    from monai_xreal.pipeline import XRealPipeline
-    from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
-    from monai_xreal.synthesis.sampling import sample_batch
-    from monai_xreal.synthesis.writer import SyntheticImageWriter
-
+    Returns:
+        ``{"written", "skipped", "output_dir"}``.
+    """
     if args.from_provenance is not None:
         return replay(args)
-    knobs = sampling_knobs(args)
+    if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.is_dir()):
+        raise XRealInputError("grid", f"must be a .png path in an existing folder, got {args.grid}")
+    service, condition = _prepare(args)
+    return _generate(args, service, condition)
+
+
+def _prepare(args: argparse.Namespace):
+    """Everything that can fail on bad input, before anything is written: masks, report, bundle, settings."""
+    import torch
+
+    from monai_xreal.io import load_mask
+    from monai_xreal.io.hashing import sha256_file
+    from monai_xreal.pipeline import XRealPipeline
+    from monai_xreal.synthesis.provenance import bundle_record, mask_record
+    from monai_xreal.synthesis.service import Condition, GenerationService
+
     report = None
     if args.report is not None:
         from monai_xreal.data.reports import read_report_prompt
@@ -60,56 +72,64 @@ def run(args: argparse.Namespace) -> list[Path]:
             raise XRealInputError("report", "give --report or --prompt, not both")
         args.prompt = read_report_prompt(args.report)
         report = {"file": str(args.report.resolve()), "sha256": sha256_file(args.report)}
-    if args.num_images < 1:
-        raise XRealInputError("num_images", f"must be a positive integer, got {args.num_images}")
-    if args.seed < 0:
-        raise XRealInputError("seed", f"must be a non-negative integer, got {args.seed}")
-    if args.grid is not None and (args.grid.suffix.lower() != ".png" or not args.grid.parent.is_dir()):
-        raise XRealInputError("grid", f"must be a .png path in an existing folder, got {args.grid}")
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = XRealPipeline.from_bundle(args.bundle, device=device, overrides=report_overrides(args.bundle, report))
+    settings = pipe.settings(args.scheduler, **sampling_knobs(args))
     pipe.prepare_conditions(anatomy, pathology, args.prompt)  # every bad input fails here, before any work
-    settings = pipe.sampling_settings(args.scheduler, **knobs)
-    scheduler = settings.pop("scheduler")
-    bundle = bundle_record(pipe, args.bundle)
-    masks = {"anatomy": mask_record(args.anatomy, anatomy), "pathology": mask_record(args.pathology, pathology)}
+    extra = {"report_adapter": pipe.prompt_adapter is not None, **({"report": report} if report else {})}
+    condition = Condition(anatomy, pathology, args.prompt, mask_record(args.anatomy, anatomy),
+                          mask_record(args.pathology, pathology), extra)  # fmt: skip
     created = datetime.now(timezone.utc)
-    study, series = dicom_uid(), dicom_uid()  # one study and series per run, fresh every run
-    writer = SyntheticImageWriter(args.format or "png")
+    return GenerationService(pipe, bundle_record(pipe, args.bundle), settings, device, created), condition
 
-    batches = [range(i, min(i + args.batch_size, args.num_images)) for i in range(0, args.num_images, args.batch_size)]
-    steps_per_batch = settings["num_inference_steps"] * (2 if pathology is not None else 1)
-    shown = []  # the first images, for --grid
-    with (
-        staged_output(args.output_dir) as staging,
-        tqdm(total=len(batches) * steps_per_batch, unit="step", desc="generating") as bar,
-    ):
-        for batch in batches:
-            seeds = [args.seed + i for i in batch]
-            images = sample_batch(pipe, anatomy, pathology, args.prompt, seeds, settings, scheduler,
-                                  callback=lambda *_: bar.update(1))  # fmt: skip
-            for index, (seed, image) in enumerate(zip(seeds, images, strict=True)):
-                record = make_provenance(bundle, args.prompt, masks["anatomy"], masks["pathology"],
-                                         {**settings, "scheduler": scheduler}, seeds, index, device, created,
-                                         extra={"image_sha256": sha256_array(image),
-                                                **({"report": report} if report else {}),
-                                                "report_adapter": pipe.prompt_adapter is not None})  # fmt: skip
-                identity = DicomIdentity(study, series, dicom_uid(), created, args.patient_name, args.patient_id,
-                                         instance_number=seed - args.seed + 1)  # fmt: skip
-                writer.write(image, staging, f"{args.prefix}_seed{seed}", record, identity)
-                if args.grid is not None and len(shown) < 8:
-                    shown.append(image.cpu())
-        written = sorted(p.name for p in staging.iterdir())
-    paths = [args.output_dir / name for name in written]
-    print(f"wrote {len(paths) // 2} image(s) and their provenance sidecars to {args.output_dir}:")
-    for path in paths:
+
+def _generate(args: argparse.Namespace, service, condition) -> dict:
+    from tqdm.auto import tqdm
+
+    from monai_xreal.synthesis.resume import OutputFolder
+    from monai_xreal.synthesis.service import Sample, batched
+    from monai_xreal.synthesis.writer import SyntheticImageWriter
+
+    writer = SyntheticImageWriter(args.format or "png")
+    folder = OutputFolder(args.output_dir, writer.ext)
+    identities = folder.dicom_identities(service.created, args.patient_name, args.patient_id)
+    samples = (Sample(args.seed + i, f"{args.prefix}_seed{args.seed + i}", args.output_dir,
+                      identity=identities(i) if writer.fmt == "dcm" else None)
+               for i in range(args.num_images))  # fmt: skip
+    listed, shown, counts = [], [], {"written": 0, "skipped": 0}
+
+    def done(sample) -> bool:
+        finished = folder.finished(sample.stem, service, condition, sample.seed)
+        counts["skipped"] += finished
+        bar.update(finished)
+        return finished
+
+    with tqdm(total=args.num_images, unit="image", desc="generating") as bar:
+        try:
+            for generated in service.generate(condition, batched(samples, args.batch_size), done):
+                written = service.write(generated, writer)
+                counts["written"] += 1
+                bar.update(1)
+                if len(listed) < _LISTED:
+                    listed += [written.path, written.sidecar]
+                if args.grid is not None and len(shown) < _GRID_IMAGES:
+                    shown.append(generated.image.cpu())
+        except KeyboardInterrupt:
+            print(f"monai-xreal generate: stopped after {counts['written']} new image(s); the finished ones are in "
+                  f"{args.output_dir}: run the same command again to continue", file=sys.stderr)  # fmt: skip
+            raise
+    skipped = f" ({counts['skipped']} already there)" if counts["skipped"] else ""
+    print(f"wrote {counts['written']} image(s) and their provenance sidecars to {args.output_dir}{skipped}:")
+    for path in sorted(listed):
         print(f"  {path}")
-    if args.grid is not None:
-        _write_grid(args.grid, shown, anatomy, pathology)
+    if counts["written"] * 2 > len(listed):
+        print(f"  ... and {counts['written'] * 2 - len(listed)} more files")
+    if args.grid is not None and shown:
+        _write_grid(args.grid, shown, condition.anatomy, condition.pathology)
         print(f"grid: {args.grid}")
-    return paths
+    return {**counts, "output_dir": args.output_dir}
 
 
 def _write_grid(path: Path, images: list, anatomy, pathology) -> Path:
@@ -141,41 +161,28 @@ def report_overrides(bundle: Path | None, report: dict | None) -> dict | None:
     return {"report_adapter": True}
 
 
-def replay(args: argparse.Namespace) -> list[Path]:
+def replay(args: argparse.Namespace) -> dict:
     """``--from-provenance``: the recorded batch sampled again; the image is compared with the record."""
-    from monai_xreal.io import staged_output
     from monai_xreal.io.dicom import DicomIdentity, dicom_uid
-    from monai_xreal.io.hashing import sha256_array
-    from monai_xreal.synthesis.provenance import make_provenance, read_provenance, reproduce
-    from monai_xreal.synthesis.writer import SyntheticImageWriter, sidecar_path
+    from monai_xreal.synthesis.provenance import read_provenance, reproduce
+    from monai_xreal.synthesis.service import Sample
+    from monai_xreal.synthesis.writer import SyntheticImageWriter, remove_partials, sidecar_path
 
     record = read_provenance(args.from_provenance)
-    image, pipe = reproduce(record, args.bundle, args.device, base_dir=args.from_provenance.parent)
-    sampling = record["sampling"]
+    generated, service = reproduce(record, args.bundle, args.device, args.from_provenance.parent, args.from_provenance)
     output = record.get("output", {})
-    fmt = args.format or output.get("format") or "png"
-    stem = sidecar_path(output.get("file", f"{args.prefix}_seed{sampling['seed']}")).stem
-    digest = sha256_array(image)
-    settings = {k: sampling.get(k) for k in (*pipe.sampling_defaults, "scheduler")}
-    masks = {}
-    for key in ("anatomy", "pathology"):  # relative mask paths (datasets') start from the original sidecar
-        entry = record.get(key)
-        if entry is not None and "file" in entry:
-            entry = {**entry, "file": str((args.from_provenance.parent / entry["file"]).resolve())}
-        masks[key] = entry
-    extra = {"image_sha256": digest, "reproduces": str(args.from_provenance.resolve())}
-    extra |= {key: record[key] for key in ("report", "dataset", "report_adapter") if key in record}
-    again = make_provenance(record["bundle"], record.get("prompt", ""), masks["anatomy"], masks["pathology"],
-                            settings, sampling["batch_seeds"], sampling["batch_index"], pipe.device,
-                            extra=extra)  # fmt: skip
-    now = datetime.now(timezone.utc)
-    identity = DicomIdentity(dicom_uid(), dicom_uid(), dicom_uid(), now, args.patient_name, args.patient_id)
-    with staged_output(args.output_dir) as staging:
-        written = SyntheticImageWriter(fmt).write(image, staging, stem, again, identity)
-    path = args.output_dir / written.path.name
+    stem = sidecar_path(output.get("file", f"{args.prefix}_seed{record['sampling']['seed']}")).stem
+    identity = DicomIdentity(dicom_uid(), dicom_uid(), dicom_uid(), datetime.now(timezone.utc), args.patient_name,
+                             args.patient_id)  # fmt: skip
+    sample = Sample(generated.sample.seed, stem, args.output_dir, identity=identity)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    remove_partials(args.output_dir)
+    written = service.write(type(generated)(generated.image, generated.record, sample),
+                            SyntheticImageWriter(args.format or output.get("format") or "png"))  # fmt: skip
+    digest = generated.record["image_sha256"]
     if record.get("image_sha256") == digest:
-        print(f"reproduced {path} bit for bit (image SHA-256 {digest[:16]}… matches the record)")
+        print(f"reproduced {written.path} bit for bit (image SHA-256 {digest[:16]}… matches the record)")
     else:
-        print(f"monai-xreal generate: warning: {path} differs from the recorded image (another device or software "
-              "version?)", file=sys.stderr)  # fmt: skip
-    return [path, args.output_dir / written.sidecar.name]
+        print(f"monai-xreal generate: warning: {written.path} differs from the recorded image (another device or "
+              "software version?)", file=sys.stderr)  # fmt: skip
+    return {"written": 1, "skipped": 0, "output_dir": args.output_dir}

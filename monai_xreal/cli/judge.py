@@ -29,7 +29,7 @@ def add_parser(commands) -> None:
     )  # fmt: skip
     p.add_argument("--set", dest="sets", type=_named, action="append", required=True, metavar="NAME=PATH",
                    help="an image set to read (repeatable)")  # fmt: skip
-    p.add_argument("--num", type=int, default=16, help="images per set at most (default: 16)")
+    p.add_argument("--num-images", type=int, default=16, help="images per set at most (default: 16)")
     p.add_argument("--size", type=int, default=256, help="side the images are read at (default: 256)")
     p.add_argument("--lung-judge", type=Path, default=None, help="a converted lung-judge bundle (default: packaged)")
     p.add_argument("--output", type=Path, required=True, help="report JSON to write")
@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> dict:
     from monai_xreal.metrics.judges import RealLungJudge, feature_distance, judge_image_set, read_image_set
     from monai_xreal.visualize import image_grid, save_rgb
 
-    if args.num < 1 or args.size < 64:
-        raise XRealInputError("num", "--num must be positive and --size at least 64")
+    if args.num_images < 1 or args.size < 64:
+        raise XRealInputError("num-images", "--num-images must be positive and --size at least 64")
     for flag, path, suffix in (("output", args.output, ".json"), ("figure", args.figure, ".png")):
         if path is not None and (path.suffix.lower() != suffix or not path.parent.is_dir()):
             raise XRealInputError(flag, f"must be a {suffix} path in an existing folder, got {path}")
-    sets = {name: read_image_set(path, args.num, args.size) for name, path in args.sets}
+    sets = {name: read_image_set(path, args.num_images, args.size) for name, path in args.sets}
     judge = RealLungJudge.load(args.lung_judge, args.device or torch.device("cpu"))
     report, features, tiles = {}, {}, []
     for name, (images, anatomy) in sets.items():

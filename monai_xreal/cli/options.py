@@ -8,7 +8,18 @@ from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["add_judge_options", "add_sampling_options", "dicom_text", "sampling_knobs", "torch_device"]
+__all__ = [
+    "add_judge_options",
+    "add_sampling_options",
+    "check_output_file",
+    "make_parent",
+    "dicom_text",
+    "non_negative_int",
+    "output_folder",
+    "positive_int",
+    "sampling_knobs",
+    "torch_device",
+]
 
 
 def torch_device(text: str):
@@ -33,22 +44,102 @@ def dicom_text(text: str) -> str:
     return text
 
 
+def positive_int(text: str) -> int:
+    """A count (``--num-images``, ``--batch-size``...): a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A seed: an integer in [0, 2**63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63 - 1], got {value}")
+    return value
+
+
+def output_folder(text: str) -> Path:
+    """``--output-dir``: a folder that exists or can be made (not an existing file, not under one)."""
+    path = Path(text)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is a file, not a folder")
+            break
+    return path
+
+
+def check_output_file(path: Path | None, flag: str, suffix: str | None = None) -> Path | None:
+    """An output file a command will write: of ``suffix``, not a folder, not under a file. Its missing folders are
+    made when it is written (:func:`make_parent`), so ``--output eval/report.json`` works on a fresh checkout."""
+    if path is None:
+        return None
+    if suffix is not None and not path.name.lower().endswith(suffix):
+        raise XRealInputError(flag, f"must be a {suffix} path, got {path}")
+    if path.is_dir():
+        raise XRealInputError(flag, f"{path} is a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise XRealInputError(flag, f"{parent} is a file, not a folder")
+            break
+    return path
+
+
+def make_parent(path: Path) -> Path:
+    """Make the folders ``path`` goes in; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _knob_type(knob):
+    """An argparse type for one sampling knob: its kind and range, as :class:`~monai_xreal.pipeline.settings.Knob`
+    checks them everywhere else."""
+
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if knob.kind is int:
+            if not value.is_integer():
+                raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
+            value = int(value)
+        try:
+            return knob.check(value)
+        except XRealInputError as err:
+            raise argparse.ArgumentTypeError(err.message) from None
+
+    return parse
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    """The bundle, sampling knobs, device and output options ``generate`` and ``generate-dataset`` share."""
-    from monai_xreal.control import SCHEDULERS
-    from monai_xreal.synthesis.writer import IMAGE_FORMATS
+    """The bundle, sampling knobs, device and output options the generating commands share.
+
+    Every knob's option, range and help come from :data:`monai_xreal.pipeline.settings.KNOBS`; left unset, a knob
+    takes the bundle's value for its weights.
+    """
+    from monai_xreal.io.formats import IMAGE_FORMATS
+    from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES
 
     p.add_argument(
         "--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)"
     )
-    # sampling knobs default to the bundle's values for its weights (XReal's: 100 steps, 7.0, 0.2, 0.5, eta 1.0)
-    p.add_argument("--num-inference-steps", type=int, default=None, help="reverse steps per stage (default: bundle's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: bundle's)")
-    p.add_argument("--anatomy-soft-value", type=float, default=None, help="blend weight outside organs")
-    p.add_argument("--anatomy-step-fraction", type=float, default=None, help="share of steps with anatomy blending")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: bundle's)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="sampler (default: the bundle's)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per network call (default: 4)")
+    for knob in KNOBS:
+        high = "" if knob.high is None else f", at most {knob.high:g}"
+        p.add_argument(knob.option, type=_knob_type(knob), default=None,
+                       help=f"{knob.help} (from {knob.low:g}{high}; default: the bundle's; XReal: "
+                       f"{knob.default:g})")  # fmt: skip
+    p.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=None, help="sampler (default: the bundle's)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per network call (default: 4)")
     p.add_argument("--format", choices=sorted(IMAGE_FORMATS), default=None,
                    help="png, nii.gz, nii or dcm (a synthetic DICOM Secondary Capture); default: png")  # fmt: skip
     p.add_argument("--patient-name", type=dicom_text, default="SYNTHETIC^CXR",
@@ -62,11 +153,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def sampling_knobs(args: argparse.Namespace) -> dict:
     """The pipeline's sampling knobs from parsed options (``None``: the bundle's default)."""
-    for name in ("batch_size", "num_inference_steps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise XRealInputError(name, f"must be a positive integer, got {getattr(args, name)}")
-    names = ("num_inference_steps", "guidance_scale", "anatomy_soft_value", "anatomy_step_fraction", "eta")
-    return {name: getattr(args, name) for name in names}
+    from monai_xreal.pipeline.settings import KNOBS
+
+    return {knob.name: getattr(args, knob.name) for knob in KNOBS}
 
 
 def _judge(text: str) -> str | Path | None:

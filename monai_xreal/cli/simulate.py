@@ -8,6 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
+from monai_xreal.cli.options import positive_int
 from monai_xreal.cli.phantoms import _probability
 from monai_xreal.errors import XRealInputError
 from monai_xreal.simulation.catalogue import SIMULATED_FINDINGS
@@ -22,7 +23,7 @@ def add_parser(commands) -> None:
         "again on the same --output-dir to finish an interrupted run; share the work with `torchrun "
         "--nproc_per_node=N -m monai_xreal simulate ...` (the result does not depend on N).",
     )  # fmt: skip
-    p.add_argument("--num", type=int, required=True, help="number of radiographs")
+    p.add_argument("--num-images", type=positive_int, required=True, help="number of radiographs")
     p.add_argument("--size", type=int, default=128, help="image side in pixels, 64-512 (default: 128)")
     p.add_argument("--output-dir", type=Path, required=True, help="the set's folder (created, or continued)")
     p.add_argument("--seed", type=int, default=0, help="seed of the set; image i is the same for any --num")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> Path:
     started = time.perf_counter()
     with launched_ranks() as (rank, world_size, barrier):
         datalist = write_simulated_set(
-            args.output_dir, args.num, args.size, args.seed, args.format, args.validation_fraction, probabilities,
+            args.output_dir, args.num_images, args.size, args.seed, args.format, args.validation_fraction, probabilities,
             progress=True, rank=rank, world_size=world_size, barrier=barrier, ct=args.ct, labels=args.labels,
             structures=args.structures, spacing=args.spacing, remove_contrast=not args.keep_contrast,
             lung_shapes=args.lung_shapes, lung_masks=args.lung_masks,
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace) -> Path:
     if rank != 0:
         return datalist
     seconds = time.perf_counter() - started
-    print(f"wrote {args.num} simulated radiograph(s) to {args.output_dir} in {seconds:.0f} s "
-          f"({args.num / seconds:.2f} images/s with {world_size} process(es), counting any found finished); "
+    print(f"wrote {args.num_images} simulated radiograph(s) to {args.output_dir} in {seconds:.0f} s "
+          f"({args.num_images / seconds:.2f} images/s with {world_size} process(es), counting any found finished); "
           f"datalist: {datalist}")  # fmt: skip
     if (datalist.parent / "conditions.json").is_file():
         print(f"validation conditions (for evaluate): {datalist.parent / 'conditions.json'}")

@@ -7,7 +7,26 @@ from monai_xreal.control.blending import (
     latent_region,
     pathology_keep_weights,
 )
+from monai_xreal.control.controlnet import ControlledUNet, controlnet_condition
 from monai_xreal.control.guidance import guided_prediction
 from monai_xreal.control.sampling import KnownRegion, StepCallback, denoise, per_sample_randn
 from monai_xreal.control.schedulers import SCHEDULERS, make_scheduler, scheduler_name, scheduler_step, set_timesteps
-from monai_xreal.control.controlnet import ControlledUNet, controlnet_condition
+
+__all__ = [
+    "SCHEDULERS",
+    "ControlledUNet",
+    "KnownRegion",
+    "StepCallback",
+    "anatomy_keep_weights",
+    "blend_known_region",
+    "controlnet_condition",
+    "denoise",
+    "guided_prediction",
+    "latent_region",
+    "make_scheduler",
+    "pathology_keep_weights",
+    "per_sample_randn",
+    "scheduler_name",
+    "scheduler_step",
+    "set_timesteps",
+]

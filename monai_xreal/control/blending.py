@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["latent_region", "anatomy_keep_weights", "pathology_keep_weights", "blend_known_region"]
+__all__ = ["anatomy_keep_weights", "blend_known_region", "latent_region", "pathology_keep_weights"]
 
 
 def latent_region(mask: torch.Tensor, latent_shape: tuple[int, ...]) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["controlnet_condition", "ControlledUNet"]
+__all__ = ["ControlledUNet", "controlnet_condition"]
 
 
 def controlnet_condition(anatomy: torch.Tensor | None, pathology: torch.Tensor | None, max_label: int) -> torch.Tensor:

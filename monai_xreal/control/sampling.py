@@ -14,7 +14,7 @@ from monai_xreal.control.blending import blend_known_region
 from monai_xreal.control.guidance import guided_prediction
 from monai_xreal.control.schedulers import scheduler_step
 
-__all__ = ["KnownRegion", "StepCallback", "per_sample_randn", "denoise"]
+__all__ = ["KnownRegion", "StepCallback", "denoise", "per_sample_randn"]
 
 StepCallback = Callable[[str, int, torch.Tensor, torch.Tensor], None]
 """``callback(stage, step_index, timestep, latents)``, called after each step's blending, before the UNet."""

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, PNDMScheduler, RFlowScheduler, Scheduler
 
-__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "set_timesteps", "scheduler_step"]
+__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "scheduler_step", "set_timesteps"]
 
 SCHEDULERS: dict[str, type[Scheduler]] = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "pndm": PNDMScheduler}
 

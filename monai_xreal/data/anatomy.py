@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ANATOMY_LABELS", "compose_label_map", "upper_mediastinum", "cardiothoracic_ratio", "largest_component"]
+__all__ = ["ANATOMY_LABELS", "cardiothoracic_ratio", "compose_label_map", "largest_component", "upper_mediastinum"]
 
 ANATOMY_LABELS = {"right_lung": 1, "left_lung": 2, "heart": 3, "upper_mediastinum": 4}
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from monai_xreal.data.images import find_image
-from monai_xreal.data.reports import REPORT_SECTIONS
 from monai_xreal.data.skips import RowSkips
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.reports import REPORT_SECTIONS
 
 __all__ = ["iu_xray_datalist", "iu_xray_report"]
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from monai_xreal.data.reports import report_sections
 from monai_xreal.data.skips import RowSkips
 from monai_xreal.data.tables import read_rows, row_float
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.reports import report_sections
 
-__all__ = ["CHEXPERT_CLASSES", "UNCERTAIN_POLICIES", "MISSING_POLICIES", "mimic_cxr_datalist", "mimic_cxr_path"]
+__all__ = ["CHEXPERT_CLASSES", "MISSING_POLICIES", "UNCERTAIN_POLICIES", "mimic_cxr_datalist", "mimic_cxr_path"]
 
 CHEXPERT_CLASSES = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion",
@@ -93,7 +93,7 @@ def mimic_cxr_datalist(
     (ViewPosition, ``""`` when the DICOM had none), ``split`` (train / validate / test, ``""`` without a split
     table), ``labels`` (``{class: 0 or 1}`` over :data:`CHEXPERT_CLASSES`), ``spatial_size`` (``(Columns, Rows)``:
     the shape ``LoadImage`` gives, image x first) when the metadata has it, and ``report`` (sections, see
-    :func:`~monai_xreal.data.reports.report_sections`; always ``findings`` and ``impression``) when found.
+    :func:`~monai_xreal.text.reports.report_sections`; always ``findings`` and ``impression``) when found.
 
     Args:
         split: keep one split (needs the split table); ``None`` keeps all.

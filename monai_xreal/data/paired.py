@@ -12,8 +12,17 @@ from monai.data import Dataset
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["NORMAL_REPORT", "PAIRED_FOLDERS", "PairedCXR", "PairedDataset", "DrawnFinding", "paired_item",
-           "paired_sample", "finding_chances", "choose_findings"]  # fmt: skip
+__all__ = [
+    "NORMAL_REPORT",
+    "PAIRED_FOLDERS",
+    "DrawnFinding",
+    "PairedCXR",
+    "PairedDataset",
+    "choose_findings",
+    "finding_chances",
+    "paired_item",
+    "paired_sample",
+]  # fmt: skip
 
 PAIRED_FOLDERS = ("images", "anatomy", "pathology")  # where a written set keeps each array
 

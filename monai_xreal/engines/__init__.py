@@ -1,9 +1,8 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
 """What the bundles' ignite engines need beyond MONAI."""
 
-from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
-from monai_xreal.engines.checkpoints import latest_checkpoint
 from monai_xreal.engines.autoencoder import AutoencoderKLTrainer, AutoencoderPrepareBatch, kl_divergence
+from monai_xreal.engines.checkpoints import latest_checkpoint
 from monai_xreal.engines.diffusion import (
     ControlNetPrepareBatch,
     ControlNetTrainingInferer,
@@ -11,6 +10,32 @@ from monai_xreal.engines.diffusion import (
     controlnet_from_unet,
     latent_scale_factor,
 )
-from monai_xreal.engines.distributed import handlers_for_rank
-from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
+from monai_xreal.engines.distributed import destroy_distributed, handlers_for_rank, init_distributed, runs_on_every_rank
+from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
 from monai_xreal.engines.noise_filter import LatentNoiseFilter, SampleState, SampleWeightedLoss
+from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
+
+__all__ = [
+    "AutoencoderKLTrainer",
+    "AutoencoderPrepareBatch",
+    "AutoencoderPreview",
+    "ControlNetPrepareBatch",
+    "ControlNetTrainingInferer",
+    "ImageGridSaver",
+    "LatentDiffusionPrepareBatch",
+    "LatentNoiseFilter",
+    "PipelinePreview",
+    "SampleState",
+    "SampleWeightedLoss",
+    "XRealInferer",
+    "controlnet_from_unet",
+    "destroy_distributed",
+    "first_items",
+    "handlers_for_rank",
+    "init_distributed",
+    "kl_divergence",
+    "latent_scale_factor",
+    "latest_checkpoint",
+    "prepare_conditions_batch",
+    "runs_on_every_rank",
+]

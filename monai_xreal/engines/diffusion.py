@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from monai.networks.schedulers import Scheduler
 from monai.networks.utils import copy_model_state
 from torch import nn
 
+from monai_xreal.bundle import write_scale_factor
 from monai_xreal.control.controlnet import controlnet_condition
 from monai_xreal.text.cache import PromptEmbeddingCache
 
@@ -40,8 +40,9 @@ def latent_scale_factor(
 
     Args:
         dataset: items with ``(C, h, w)`` ``mu_key`` and ``sigma_key`` (from ``monai_xreal.transforms.EncodeLatentd``).
-        output_file: where to record ``{"scale_factor": ...}`` as JSON for the inference config (rank 0 only under
-            DDP), or ``None``.
+        output_file: where to record ``{"scale_factor": ...}`` as JSON (rank 0 only under DDP), or ``None``. The
+            train configs write ``scale_factor.json`` beside the weights; copied to the bundle's
+            ``models/scale_factor.json`` with them, it is what ``configs/common.json``'s ``scale_factor`` reads.
     """
     count, total, total_sq, sigma_sq = 0, 0.0, 0.0, 0.0
     for index in range(len(dataset)):
@@ -57,9 +58,7 @@ def latent_scale_factor(
     variance = total_sq / count - mean**2 + sigma_sq / count
     scale = float(1.0 / variance**0.5)
     if output_file is not None and not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-        path = Path(output_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"scale_factor": scale, "latent_mean": mean, "num_values": count}, indent=2))
+        write_scale_factor(output_file, scale, latent_mean=mean, num_values=count)
     return scale
 
 

@@ -1,39 +1,74 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""What each process attaches in data-parallel training: state-changing handlers everywhere, the rest on rank 0."""
+"""Data-parallel training from the bundle configs: the process group, and which handlers each process attaches
+(state-changing handlers everywhere, the rest on rank 0)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 from ignite.handlers import EMAHandler
 from monai.handlers import CheckpointLoader, LrScheduleHandler
 
-__all__ = ["handlers_for_rank", "launched_ranks"]
+__all__ = ["handlers_for_rank", "runs_on_every_rank", "init_distributed", "destroy_distributed", "launched_ranks"]
 
 # handlers that change what is trained, so every process must run them to stay in step
 _EVERY_RANK = (EMAHandler, LrScheduleHandler, CheckpointLoader)
 
 
-def handlers_for_rank(handlers: Sequence, rank: int | None = None) -> list:
+def runs_on_every_rank(handler: Any) -> bool:
+    """Whether every process must attach ``handler``: EMA, learning-rate schedules, checkpoint loading, and any
+    handler whose ``every_rank`` attribute is true (one that changes the training or joins collective calls, such
+    as :class:`monai_xreal.engines.LatentNoiseFilter`)."""
+    return isinstance(handler, _EVERY_RANK) or bool(getattr(handler, "every_rank", False))
+
+
+def handlers_for_rank(handlers: Mapping[str, Any] | Sequence[Any], rank: int | None = None) -> list:
     """The handlers this process attaches: all of them on rank 0 (or without DDP), else only state-changing ones.
 
     Logging (``StatsHandler``, TensorBoard, progress bar), checkpoint saving and preview grids run on rank 0 only,
-    as in MONAI model-zoo bundles; EMA updates, learning-rate schedules and checkpoint loading run on every rank.
+    as in MONAI model-zoo bundles; what :func:`runs_on_every_rank` accepts runs on every rank. The train configs
+    call this on their named handler dicts, so the same config serves one process and ``torchrun``.
 
     Args:
-        handlers: the config's handler objects.
+        handlers: the config's handler objects, a list or a dict by name (in order; ``None`` values left out).
         rank: this process's rank; ``None`` asks ``torch.distributed`` (0 when it is not initialised).
     """
+    values = handlers.values() if isinstance(handlers, Mapping) else handlers
+    present = [handler for handler in values if handler is not None]
     if rank is None:
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        rank = idist.get_rank()
     if rank == 0:
-        return list(handlers)
-    return [handler for handler in handlers if isinstance(handler, _EVERY_RANK)]
+        return present
+    return [handler for handler in present if runs_on_every_rank(handler)]
+
+
+def init_distributed(backend: str | None = None, device: torch.device | str | None = None) -> int:
+    """Join the process group ``torchrun`` describes (unless already joined) and select this process's GPU; the rank.
+
+    ``multi_gpu_train.json`` runs this as its first initialize step.
+
+    Args:
+        backend: ``"nccl"`` or ``"gloo"``; ``None``: NCCL with CUDA, else gloo.
+        device: this process's device; a CUDA device becomes the current one.
+    """
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend or ("nccl" if torch.cuda.is_available() else "gloo"))
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(torch.device(device))
+    return dist.get_rank()
+
+
+def destroy_distributed() -> None:
+    """Leave the process group if this process is in one (``multi_gpu_train.json``'s finalize step)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager

@@ -6,23 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import ignite.distributed as idist
 import numpy as np
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
+from scipy.stats import median_abs_deviation
 from torch import nn
 
 from monai_xreal.engines.diffusion import LatentDiffusionPrepareBatch
+from monai_xreal.io.atomic import write_text_atomically
 
 __all__ = ["SampleWeightedLoss", "SampleState", "LatentNoiseFilter"]
 
@@ -135,6 +135,10 @@ class LatentNoiseFilter:
         output_file: where to write the table after each epoch (rank 0), or ``None``.
         logger_name: the logger; ``None`` is ``monai_xreal.noise_filter``.
     """
+
+    # every DDP process attaches it (it sets the loss weights and gathers records across ranks), see
+    # :func:`monai_xreal.engines.handlers_for_rank`
+    every_rank = True
 
     def __init__(
         self,
@@ -259,11 +263,10 @@ class LatentNoiseFilter:
 
     @staticmethod
     def _gathered(records: list[Record]) -> list[Record]:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        """Every rank's records (``ignite.distributed``: the records themselves in a single process)."""
+        if idist.get_world_size() == 1:
             return records
-        everyone: list = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, records)
-        return [record for ranks_records in everyone for record in ranks_records]
+        return [record for ranks_records in idist.all_gather(records) for record in ranks_records]
 
     def epoch_scores(self, records: Sequence[Record]) -> dict[str, float]:
         """Each sample's mean deviation of ``value`` from the median value in its timestep bin, over ``records``
@@ -282,7 +285,7 @@ class LatentNoiseFilter:
     def epoch_completed(self, engine: Engine) -> None:
         self.update(self._gathered(self._loss_records), self._gathered(self._text_records), engine.state.epoch)
         self._loss_records, self._text_records = [], []
-        if self.output_file is not None and not (dist.is_available() and dist.is_initialized() and dist.get_rank()):
+        if self.output_file is not None and idist.get_rank() == 0:
             self._write(engine.state.epoch)
 
     def update(self, loss_records: Sequence[Record], text_records: Sequence[Record], epoch: int) -> None:
@@ -334,11 +337,7 @@ class LatentNoiseFilter:
     def _write(self, epoch: int) -> None:
         table = {"epoch": epoch, "dropped": self.dropped, "down_weighted": self.down_weighted,
                  "samples": {i: asdict(s) for i, s in sorted(self.samples.items())}}  # fmt: skip
-        self.output_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.output_file.parent, prefix=f".{self.output_file.name}.")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(table, stream, indent=2)
-        os.replace(temporary, self.output_file)
+        write_text_atomically(self.output_file, json.dumps(table, indent=2))
 
     # -- results and checkpoints -----------------------------------------------------------------------------
 
@@ -366,7 +365,7 @@ def _log(value: float) -> float:
 
 
 def _robust_z(values: Sequence[float]) -> np.ndarray:
-    """``(x - median) / (1.4826 MAD)``: a z-score that the outliers it looks for do not inflate."""
+    """``(x - median) / (1.4826 MAD)`` (scipy's normal-consistent MAD): a z-score that the outliers it looks for do
+    not inflate."""
     values = np.asarray(values, dtype=np.float64)
-    median = np.median(values)
-    return (values - median) / (1.4826 * np.median(np.abs(values - median)) + 1e-12)
+    return (values - np.median(values)) / (median_abs_deviation(values, scale="normal") + 1e-12)

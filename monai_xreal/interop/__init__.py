@@ -3,21 +3,32 @@
 
 The readers and the bundle writer (``monai_xreal.interop.convert``, ``monai_xreal.interop.bundle_writer``) are
 imported from their modules: they need the bundle machinery, which the key maps do not.
+
+
+Names are imported when first used.
 """
 
-from monai_xreal.interop.compvis import (
-    LDM_PREFIXES,
-    ldm_autoencoder_to_monai,
-    ldm_unet_to_monai,
-    load_exactly,
-    read_checkpoint,
-    strip_prefix,
-)
-from monai_xreal.interop.diffusers import (
-    diffusers_autoencoder_arguments,
-    diffusers_autoencoder_to_monai,
-    diffusers_unet_arguments,
-    diffusers_unet_to_monai,
-)
-from monai_xreal.interop.generative import load_generative_state
-from monai_xreal.interop.schedulers import check_betas, compvis_scheduler_definition, diffusers_scheduler_definition
+from __future__ import annotations
+
+from monai_xreal.lazy import lazy_attributes
+
+_EXPORTS = {
+    "LDM_PREFIXES": "monai_xreal.interop.compvis",
+    "check_betas": "monai_xreal.interop.schedulers",
+    "compvis_scheduler_definition": "monai_xreal.interop.schedulers",
+    "diffusers_autoencoder_arguments": "monai_xreal.interop.diffusers",
+    "diffusers_autoencoder_to_monai": "monai_xreal.interop.diffusers",
+    "diffusers_scheduler_definition": "monai_xreal.interop.schedulers",
+    "diffusers_unet_arguments": "monai_xreal.interop.diffusers",
+    "diffusers_unet_to_monai": "monai_xreal.interop.diffusers",
+    "ldm_autoencoder_to_monai": "monai_xreal.interop.compvis",
+    "ldm_unet_to_monai": "monai_xreal.interop.compvis",
+    "load_exactly": "monai_xreal.interop.compvis",
+    "load_generative_state": "monai_xreal.interop.generative",
+    "read_checkpoint": "monai_xreal.interop.compvis",
+    "strip_prefix": "monai_xreal.interop.compvis",
+}
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -2,8 +2,9 @@
 """Write a :class:`~monai_xreal.interop.convert.Conversion` as a MONAI bundle that ``XRealPipeline.from_bundle`` and
 ``python -m monai.bundle run`` use like the embedded ``cxr_xreal`` bundle.
 
-The configs start from ``cxr_xreal``'s (one source for the sampling, data and evaluator ids) with the networks,
-text encoder, scheduler and model constants replaced. The bundle is built in a hidden sibling folder and renamed
+The configs start from ``cxr_xreal``'s (one source for the sampling, data and evaluator ids) and keep its layout:
+``configs/common.json`` with the converted networks, text encoder and scheduler, ``configs/inference.json`` layered
+on it with the model's sampling constants, and the latent scale factor in ``models/scale_factor.json``. The bundle is built in a hidden sibling folder and renamed
 into place at the end, so a failed conversion leaves nothing behind.
 """
 
@@ -15,27 +16,42 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-from monai_xreal import __version__
-from monai_xreal.bundle import NETWORK_IDS, WEIGHT_STEMS, default_bundle_path, save_weights
+from monai_xreal.bundle import (
+    COMMON_CONFIG,
+    NETWORK_IDS,
+    SCALE_FACTOR_FILE,
+    WEIGHT_STEMS,
+    default_bundle_path,
+    save_weights,
+    write_scale_factor,
+)
 from monai_xreal.errors import XRealInputError
 from monai_xreal.interop.convert import Conversion
 from monai_xreal.io.hashing import sha256_file as sha256
 from monai_xreal.io.writers import staged_folder
+from monai_xreal.version import __version__
 
 __all__ = ["write_bundle"]
 
 _TEXT_ENCODER_ID = "text_encoder"
 
 
-def _inference_config(conversion: Conversion) -> dict:
-    config = json.loads((default_bundle_path() / "configs" / "inference.json").read_text())
+def _common_config(conversion: Conversion) -> dict:
+    """``cxr_xreal``'s ``common.json`` with the converted networks, text encoder and scheduler (the scale factor is
+    read from ``models/scale_factor.json``, as in every bundle)."""
+    config = json.loads((default_bundle_path() / COMMON_CONFIG).read_text())
     for component, config_id in NETWORK_IDS.items():
         config[config_id] = conversion.networks[component][0] if component in conversion.networks else None
     config["network_def"] = "@diffusion_unet_def"
     config["latent_channels"] = conversion.networks["unet"][0]["in_channels"]
     config[_TEXT_ENCODER_ID] = conversion.text_encoder or conversion.networks["text_encoder"][0]
     config["noise_scheduler"] = conversion.scheduler
-    config["scale_factor"] = conversion.scale_factor
+    return config
+
+
+def _inference_config(conversion: Conversion) -> dict:
+    """``cxr_xreal``'s ``inference.json`` (layered on :func:`_common_config`) with the converted model's constants."""
+    config = json.loads((default_bundle_path() / "configs" / "inference.json").read_text())
     config["image_range"] = list(conversion.image_range)
     config["families"] = conversion.families
     config["pipeline"].update(image_range="@image_range", families="@families")
@@ -95,7 +111,9 @@ autoencoder, {conversion.spatial_shape[0]}x{conversion.spatial_shape[1]} pixels.
 from monai_xreal import XRealPipeline
 pipeline = XRealPipeline.from_bundle("{name}")
 ```
-or `python -m monai.bundle run --config_file configs/inference.json --bundle_root .` over `sample_data/`.
+or `python -m monai.bundle run --config_file "['configs/common.json','configs/inference.json']" --bundle_root .`
+over `sample_data/`. The networks, text encoder and scheduler are in `configs/common.json`, the latent scale factor
+in `models/scale_factor.json`.
 
 ## Inputs (SHA-256)
 
@@ -149,7 +167,9 @@ def write_bundle(
             shutil.copytree(folder, staging / "models" / name)
         step("configs")
         _sample_data(staging / "sample_data", "anatomy_controller" in conversion.networks)
+        write_scale_factor(staging / SCALE_FACTOR_FILE, conversion.scale_factor)
         (staging / "configs").mkdir()
+        (staging / COMMON_CONFIG).write_text(json.dumps(_common_config(conversion), indent=4) + "\n")
         config = _inference_config(conversion)
         (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=4) + "\n")
         shutil.copy2(default_bundle_path() / "configs" / "logging.conf", staging / "configs" / "logging.conf")

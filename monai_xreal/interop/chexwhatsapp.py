@@ -109,7 +109,7 @@ def _metadata(source: Path, weights: Path) -> dict:
     import monai
     import torch
 
-    from monai_xreal import __version__
+    from monai_xreal.version import __version__
 
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"

@@ -18,8 +18,14 @@ from torch import nn
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["LDM_PREFIXES", "read_checkpoint", "strip_prefix", "ldm_unet_to_monai", "ldm_autoencoder_to_monai",
-           "load_exactly"]  # fmt: skip
+__all__ = [
+    "LDM_PREFIXES",
+    "ldm_autoencoder_to_monai",
+    "ldm_unet_to_monai",
+    "load_exactly",
+    "read_checkpoint",
+    "strip_prefix",
+]  # fmt: skip
 
 LDM_PREFIXES = {
     "unet": "model.diffusion_model.",

@@ -16,8 +16,13 @@ from monai_xreal.errors import XRealInputError
 
 yaml, has_yaml = optional_import("yaml")
 
-__all__ = ["XREAL_DEFAULTS", "read_original_config", "compvis_unet_arguments", "compvis_autoencoder_arguments",
-           "compvis_text_encoder_arguments"]  # fmt: skip
+__all__ = [
+    "XREAL_DEFAULTS",
+    "compvis_autoencoder_arguments",
+    "compvis_text_encoder_arguments",
+    "compvis_unet_arguments",
+    "read_original_config",
+]  # fmt: skip
 
 XREAL_DEFAULTS: dict[str, Any] = {
     "num_heads": 8,

@@ -15,7 +15,6 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xreal.errors import XRealInputError
-from monai_xreal.io.hashing import sha256_file as sha256
 from monai_xreal.interop.compvis import (
     LDM_PREFIXES,
     ldm_autoencoder_to_monai,
@@ -36,12 +35,13 @@ from monai_xreal.interop.diffusers import (
     diffusers_unet_arguments,
     diffusers_unet_to_monai,
 )
+from monai_xreal.interop.formats import FORMATS
 from monai_xreal.interop.generative import load_generative_state
 from monai_xreal.interop.schedulers import check_betas, compvis_scheduler_definition, diffusers_scheduler_definition
+from monai_xreal.io.hashing import sha256_file as sha256
 
 __all__ = ["FORMATS", "Conversion", "from_compvis", "from_diffusers", "from_model_zoo", "convert"]
 
-FORMATS = ("compvis", "diffusers", "model-zoo")
 MODEL_ZOO_SCALE_FACTOR = 0.3  # cxr_image_synthesis_latent_diffusion_model's scripts/sampler.py decodes z / 0.3
 _UNET = "monai_xreal.networks.CompVisDiffusionModelUNet"
 _AUTOENCODER = "monai_xreal.networks.CompVisAutoencoderKL"

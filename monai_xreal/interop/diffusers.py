@@ -14,8 +14,12 @@ import torch
 from monai_xreal.errors import XRealInputError
 from monai_xreal.interop.compvis import autoencoder_keys_to_monai
 
-__all__ = ["diffusers_unet_to_monai", "diffusers_unet_arguments", "diffusers_autoencoder_to_monai",
-           "diffusers_autoencoder_arguments"]  # fmt: skip
+__all__ = [
+    "diffusers_autoencoder_arguments",
+    "diffusers_autoencoder_to_monai",
+    "diffusers_unet_arguments",
+    "diffusers_unet_to_monai",
+]  # fmt: skip
 
 _RESNET = (("conv1.", "conv1.conv."), ("conv2.", "conv2.conv."), ("conv_shortcut.", "skip_connection.conv."),
            ("norm1.", "norm1."), ("norm2.", "norm2."), ("time_emb_proj.", "time_emb_proj."))  # fmt: skip

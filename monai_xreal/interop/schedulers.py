@@ -10,7 +10,7 @@ import torch
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["diffusers_scheduler_definition", "compvis_scheduler_definition", "check_betas"]
+__all__ = ["check_betas", "compvis_scheduler_definition", "diffusers_scheduler_definition"]
 
 # diffusers' beta_schedule -> MONAI's; diffusers' and CompVis' "scaled_linear" / "linear" (linear in sqrt(beta))
 # is MONAI's "scaled_linear_beta", not its "linear_beta"

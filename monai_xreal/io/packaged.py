@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["PackagedFile", "PACKAGED_FILES", "packaged_file"]
+__all__ = ["PACKAGED_FILES", "PackagedFile", "packaged_file"]
 
 
 class PackagedFile(NamedTuple):

@@ -17,9 +17,11 @@ from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
 from monai.transforms import SaveImage
 
-__all__ = ["FORMATS", "save_images", "staged_folder", "staged_output"]
+from monai_xreal.io.formats import ARRAY_FORMATS
 
-FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii"}
+__all__ = ["FORMATS", "save_images", "staged_folder"]
+
+FORMATS = ARRAY_FORMATS  # the formats save_images writes (see monai_xreal.io.formats)
 
 
 def save_images(
@@ -61,29 +63,6 @@ def save_images(
             nib.save(nib.Nifti1Image(image[0].numpy(), affine), str(path))
         paths.append(path)
     return paths
-
-
-@contextlib.contextmanager
-def staged_output(output_dir: str | Path) -> Iterator[Path]:
-    """A staging folder whose files move into ``output_dir`` only if the block succeeds.
-
-    On any error the staging folder is removed, and so is ``output_dir`` if this call created it, so a failed run
-    leaves nothing half-written behind.
-    """
-    output_dir = Path(output_dir)
-    created = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".monai_xreal-", dir=output_dir))
-    try:
-        yield staging
-        for file in sorted(staging.iterdir()):
-            file.replace(output_dir / file.name)
-    except BaseException:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

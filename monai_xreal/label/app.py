@@ -11,10 +11,10 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-import monai_xreal
 from monai_xreal.errors import XRealInputError
 from monai_xreal.label.bundles import resolve_bundle, resolve_models
 from monai_xreal.label.params import GenerateLimits, RequestTooLarge
+from monai_xreal.version import __version__
 
 __all__ = ["XRealLabelApp"]
 
@@ -50,7 +50,7 @@ class XRealLabelApp(MONAILabelApp):
             conf=conf,
             name="monai_xreal",
             description="Controllable chest X-ray generation (XReal) and CXR anatomy segmentation",
-            version=monai_xreal.__version__,
+            version=__version__,
         )
 
     def init_infers(self) -> dict[str, InferTask]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.utils.others.generic import device_list, name_to_device
 
 from monai_xreal.bundle import read_bundle_config, weight_file
-from monai_xreal.control import scheduler_name
-from monai_xreal.errors import XRealInputError
+from monai_xreal.errors import XRealInputError, XRealInputWarning
 from monai_xreal.io import load_mask
-from monai_xreal.io.hashing import sha256_array
 from monai_xreal.label.params import GenerateLimits, GenerateParams
 from monai_xreal.label.results import check_image_size, check_upload, write_result
-from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
+from monai_xreal.pipeline.settings import KNOBS
+from monai_xreal.synthesis.provenance import bundle_record, mask_record
+from monai_xreal.synthesis.service import Condition, GenerationService, Sample
 
 __all__ = ["XRealGenerateTask"]
 
@@ -114,32 +115,25 @@ class XRealGenerateTask(InferTask):
 
         with self._lock:  # one pipeline per device; its prompt cache is not shared between threads
             pipe = self.pipeline(device)
+            knobs = {knob.name: getattr(params, knob.alias or knob.name) for knob in KNOBS}
+            settings = pipe.settings(params.scheduler, **knobs)
+            if self._bundle_record is None:
+                self._bundle_record = bundle_record(pipe, self.bundle_root)
+            service = GenerationService(pipe, self._bundle_record, settings, device, datetime.now(timezone.utc))
+            condition = Condition(anatomy, pathology, params.prompt, mask_record(None, anatomy),
+                                  self._pathology_record(pathology, params))  # fmt: skip
             started = time.perf_counter()
-            images = pipe(
-                anatomy=anatomy.as_tensor()[None],
-                pathology=pathology,
-                prompt=params.prompt,
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance,
-                eta=params.eta,
-                anatomy_soft_value=params.anatomy_soft_value,
-                anatomy_step_fraction=params.anatomy_step_fraction,
-                scheduler=params.scheduler,
-                seed=params.seed,
-            )
+            with warnings.catch_warnings(record=True) as caught:  # doubtful input: told in the response
+                warnings.simplefilter("always", XRealInputWarning)
+                generated = next(service.generate(condition, [[Sample(params.seed)]]))
             infer_seconds = time.perf_counter() - started
-        if not torch.isfinite(images).all():
-            raise RuntimeError(f"the networks of {self.bundle_root} produced NaN or infinite values")
 
-        image, affine = self._to_output_grid(images[0].cpu(), anatomy, params.output_grid, pipe.spatial_shape)
-        used = {knob: pipe.sampling_defaults[name] if getattr(params, knob) is None else getattr(params, knob)
-                for knob, name in _KNOBS.items()}  # fmt: skip
-        provenance = self._provenance(pipe, params, anatomy, pathology, used, images[0], device)
-        path = write_result(image, params.result_extension, affine=affine, provenance=provenance)
+        image, affine = self._to_output_grid(generated.image.cpu(), anatomy, params.output_grid, pipe.spatial_shape)
+        path = write_result(image, params.result_extension, affine=affine, provenance=generated.record)
         return path, {
             **params.echo(),
-            **used,
-            "scheduler": params.scheduler or scheduler_name(pipe.scheduler),
+            **{knob.alias or knob.name: getattr(settings, knob.name) for knob in KNOBS},
+            "scheduler": settings.scheduler,
             "pathology": "mask" if request.get("label") else "boxes" if params.boxes else "none",
             "bundle": self.metadata.get("name", self.bundle_root.name),
             "bundle_version": self.metadata.get("version"),
@@ -148,28 +142,21 @@ class XRealGenerateTask(InferTask):
             "output_shape": list(image.shape[1:]),
             "device": str(device),
             "latencies": {"infer": round(infer_seconds, 3), "total": round(time.perf_counter() - begin, 3)},
-            "provenance": provenance,
+            "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, XRealInputWarning)}),
+            "provenance": generated.record,
         }
 
-    def _provenance(self, pipe, params: GenerateParams, anatomy, pathology, used: dict, image, device) -> dict:
-        """The record of :mod:`monai_xreal.synthesis.provenance` (uploads are temporary: masks by array digest)."""
-        if self._bundle_record is None:
-            self._bundle_record = bundle_record(pipe, self.bundle_root)
-        settings = {_KNOBS[knob]: value for knob, value in used.items()}
-        settings["scheduler"] = params.scheduler or scheduler_name(pipe.scheduler)
-        pathology_record = None
+    @staticmethod
+    def _pathology_record(pathology, params: GenerateParams) -> dict | None:
+        """Uploads are temporary: a mask is recorded by its array's digest, boxes as sent."""
         if isinstance(pathology, torch.Tensor):
-            pathology_record = mask_record(None, pathology[0])
-        elif params.boxes:
-            pathology_record = {"boxes": params.boxes}
-        return make_provenance(self._bundle_record, params.prompt, mask_record(None, anatomy), pathology_record,
-                               settings, [params.seed], 0, device, created=datetime.now(timezone.utc),
-                               extra={"image_sha256": sha256_array(image)})  # fmt: skip
+            return mask_record(None, pathology)
+        return {"boxes": params.boxes} if params.boxes else None
 
     def _pathology(self, request: dict, params: GenerateParams, anatomy: torch.Tensor):
-        """``(1, 1, X, Y)`` mask from the ``label`` upload, ``[boxes]`` from params, or ``None``."""
+        """``(1, X, Y)`` mask from the ``label`` upload, ``(N, 4)`` boxes from params, or ``None``."""
         if not request.get("label"):
-            return [np.asarray(params.boxes, dtype=np.float32)] if params.boxes else None
+            return np.asarray(params.boxes, dtype=np.float32) if params.boxes else None
         if params.boxes:
             raise XRealInputError("pathology", "send a pathology mask or boxes, not both")
         path = check_upload(request["label"], "pathology", self.limits.max_upload_bytes)
@@ -178,7 +165,7 @@ class XRealGenerateTask(InferTask):
             raise XRealInputError(
                 "pathology", f"shape {tuple(mask.shape[1:])} differs from the anatomy map's {tuple(anatomy.shape[1:])}"
             )
-        return mask[None]
+        return mask
 
     @staticmethod
     def _to_output_grid(image: torch.Tensor, anatomy, output_grid: str, model_shape) -> tuple[torch.Tensor, Any]:
@@ -189,13 +176,3 @@ class XRealGenerateTask(InferTask):
             resize = Resize(tuple(anatomy.shape[1:]), mode="bilinear", anti_aliasing=True)
             image = torch.as_tensor(resize(image)).clamp(0, 1)
         return image, anatomy.affine
-
-
-# response key -> the pipeline's sampling_defaults key
-_KNOBS = {
-    "steps": "num_inference_steps",
-    "guidance": "guidance_scale",
-    "eta": "eta",
-    "anatomy_soft_value": "anatomy_soft_value",
-    "anatomy_step_fraction": "anatomy_step_fraction",
-}

@@ -10,17 +10,17 @@ fields as text); anything that is not a number where a number is due is refused,
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from monai_xreal.control import SCHEDULERS
 from monai_xreal.errors import XRealInputError
+from monai_xreal.io.formats import IMAGE_FORMATS
+from monai_xreal.pipeline.seeding import MAX_SEED, draw_seed
+from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES, Knob
 
 __all__ = ["RESULT_EXTENSIONS", "GenerateLimits", "GenerateParams", "RequestTooLarge"]
 
-RESULT_EXTENSIONS = {".nii.gz": "nii.gz", ".nii": "nii", ".png": "png", ".dcm": "dcm"}  # -> writer format
-_MAX_SEED = 2**63 - 1
+RESULT_EXTENSIONS = {ext: name for name, ext in IMAGE_FORMATS.items()}  # extension -> writer format
 
 
 class RequestTooLarge(XRealInputError):
@@ -86,10 +86,7 @@ class GenerateParams:
     result_extension: str = ".nii.gz"
 
     # parameter -> accepted request keys (the short name first; the pipeline's own name also works)
-    ALIASES = {
-        "steps": ("steps", "num_inference_steps"),
-        "guidance": ("guidance", "guidance_scale"),
-    }
+    ALIASES = {knob.alias: (knob.alias, knob.name) for knob in KNOBS if knob.alias}
 
     @classmethod
     def from_request(cls, request: Mapping, limits: GenerateLimits | None = None) -> GenerateParams:
@@ -109,10 +106,11 @@ class GenerateParams:
                 "prompt", f"{len(prompt)} characters; this server takes at most {limits.max_prompt_chars}"
             )
         seed = get("seed", None)
-        steps = get("steps", None)
         scheduler = get("scheduler", None)
-        if scheduler is not None and scheduler not in SCHEDULERS:
-            raise XRealInputError("scheduler", f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
+        if scheduler is not None and scheduler not in SCHEDULER_NAMES:
+            raise XRealInputError(
+                "scheduler", f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULER_NAMES)}"
+            )
         output_grid = get("output_grid", "input")
         if output_grid not in ("input", "model"):
             raise XRealInputError("output_grid", f"must be 'input' or 'model', got {output_grid!r}")
@@ -121,14 +119,8 @@ class GenerateParams:
             raise XRealInputError("result_extension", f"{extension!r} is not one of {sorted(RESULT_EXTENSIONS)}")
         return cls(
             prompt=prompt,
-            seed=secrets.randbelow(2**31)
-            if seed is None
-            else _number(seed, "seed", integer=True, low=0, high=_MAX_SEED),
-            steps=None if steps is None else _number(steps, "steps", integer=True, low=1, high=limits.max_steps),
-            guidance=_optional_float(get("guidance", None), "guidance"),
-            eta=_optional_float(get("eta", None), "eta"),
-            anatomy_soft_value=_optional_float(get("anatomy_soft_value", None), "anatomy_soft_value"),
-            anatomy_step_fraction=_optional_float(get("anatomy_step_fraction", None), "anatomy_step_fraction"),
+            seed=draw_seed() if seed is None else _number(seed, "seed", integer=True, low=0, high=MAX_SEED),
+            **{knob.alias or knob.name: _knob(get(knob.alias or knob.name, None), knob, limits) for knob in KNOBS},
             scheduler=scheduler,
             boxes=_boxes(get("boxes", None), limits.max_boxes),
             output_grid=output_grid,
@@ -173,8 +165,12 @@ def _number(value, name: str, integer: bool = False, low: float | None = None, h
     return number
 
 
-def _optional_float(value, name: str) -> float | None:
-    return None if value is None else float(_number(value, name))
+def _knob(value, knob: Knob, limits: GenerateLimits) -> int | float | None:
+    """A sampling knob of the request (``None``: the bundle's default), in its range (steps: also the server's)."""
+    if value is None:
+        return None
+    high = min(knob.high, limits.max_steps) if knob.name == "num_inference_steps" else knob.high
+    return knob.kind(_number(value, knob.alias or knob.name, integer=knob.kind is int, low=knob.low, high=high))
 
 
 def _boxes(value, max_boxes: int) -> list[list[float]]:

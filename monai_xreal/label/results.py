@@ -16,7 +16,7 @@ from monai_xreal.io import save_images
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid, write_dicom
 from monai_xreal.label.params import RESULT_EXTENSIONS, RequestTooLarge
 
-__all__ = ["check_upload", "check_image_size", "write_result"]
+__all__ = ["check_image_size", "check_upload", "write_result"]
 
 
 def check_upload(path: str | os.PathLike | None, argument: str, max_bytes: int) -> Path:

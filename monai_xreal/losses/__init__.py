@@ -2,3 +2,7 @@
 """Training losses that MONAI does not provide in an offline-safe form."""
 
 from monai_xreal.losses.perceptual import LocalPerceptualLoss
+
+__all__ = [
+    "LocalPerceptualLoss",
+]

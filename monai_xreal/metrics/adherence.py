@@ -16,8 +16,15 @@ from tqdm.auto import tqdm
 from monai_xreal.bundle import default_bundle_path, load_weights, read_bundle_config
 from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
 
-__all__ = ["ADHERENCE_LABELS", "AdherenceResult", "load_segmenter", "segment", "anatomy_dice", "dice_summary",
-           "measure_anatomy_adherence"]  # fmt: skip
+__all__ = [
+    "ADHERENCE_LABELS",
+    "AdherenceResult",
+    "anatomy_dice",
+    "dice_summary",
+    "load_segmenter",
+    "measure_anatomy_adherence",
+    "segment",
+]  # fmt: skip
 
 ADHERENCE_LABELS = {1: "right lung", 2: "left lung", 3: "heart"}  # the organs the judge reads reliably
 

@@ -8,7 +8,7 @@ import itertools
 import torch
 from monai.metrics import MultiScaleSSIMMetric
 
-__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim_weights", "intra_condition_ms_ssim"]
+__all__ = ["MS_SSIM_WEIGHTS", "intra_condition_ms_ssim", "ms_ssim_weights"]
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """Wang et al.'s five scale weights (MONAI's default)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from tqdm.auto import tqdm
 
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_cxr, load_mask
+from monai_xreal.io.atomic import atomic_path
 from monai_xreal.metrics.adherence import anatomy_dice, dice_summary, segment
-from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
 from monai_xreal.metrics.diversity import intra_condition_ms_ssim, ms_ssim_weights
 from monai_xreal.metrics.fid import extract_features, frechet_distance
+from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
 from monai_xreal.metrics.pathology import (
     LabelClassifier,
     pathology_placement,
@@ -27,7 +29,7 @@ from monai_xreal.metrics.pathology import (
     requested_label_score,
 )
 
-__all__ = ["Sample", "GenerationEvaluation", "EvaluationResult", "load_real_images", "sample_seed"]
+__all__ = ["EvaluationResult", "GenerationEvaluation", "Sample", "load_real_images", "sample_seed"]
 
 
 def sample_seed(condition_seed: int, replica: int) -> int:
@@ -66,20 +68,14 @@ class EvaluationResult:
             raise XRealInputError("figure", "the figure and the report need different paths")
         text = json.dumps(self.report, indent=2, allow_nan=False, default=_jsonable)
         figure = evaluation_figure(self) if figure_path is not None else None  # before any file is touched
-        staged = [t.with_name(t.name + ".tmp") for t in targets]
-        try:
-            for target in targets:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            staged[0].write_text(text)
-            if figure is not None:
-                Image.fromarray(figure).save(staged[1], format="PNG")
-            for tmp, target in zip(staged, targets):
-                tmp.replace(target)
+        try:  # both are written before either is renamed into place: a failure writing one leaves neither
+            with contextlib.ExitStack() as stack:
+                staged = [stack.enter_context(atomic_path(target)) for target in targets]
+                staged[0].write_text(text)
+                if figure is not None:
+                    Image.fromarray(figure).save(staged[1], format="PNG")
         except OSError as err:
             raise XRealInputError("output", f"cannot write {err.filename}: {err.strerror}") from err
-        finally:
-            for tmp in staged:
-                tmp.unlink(missing_ok=True)
         return targets
 
 

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from monai_xreal.visualize import image_grid, overlay_masks
 
-__all__ = ["bar_chart", "metric_panels", "evaluation_figure", "stack_vertically"]
+__all__ = ["bar_chart", "evaluation_figure", "metric_panels", "stack_vertically"]
 
 _BAR = (66, 135, 245)
 _TEXT = (20, 20, 20)

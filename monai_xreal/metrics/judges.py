@@ -22,16 +22,16 @@ from scipy import ndimage
 from monai_xreal.errors import XRealInputError
 
 __all__ = [
-    "RealLungJudge",
     "HeartBoxJudge",
     "JudgeScores",
-    "judge_anatomy",
-    "read_anatomy",
-    "heart_box_from_lungs",
-    "load_judges",
-    "read_image_set",
-    "judge_image_set",
+    "RealLungJudge",
     "feature_distance",
+    "heart_box_from_lungs",
+    "judge_anatomy",
+    "judge_image_set",
+    "load_judges",
+    "read_anatomy",
+    "read_image_set",
 ]
 
 

@@ -15,10 +15,10 @@ from monai_xreal.bundle import load_weights, read_bundle_config
 from monai_xreal.errors import XRealInputError
 
 __all__ = [
-    "pathology_placement",
     "LabelClassifier",
-    "load_classifier",
     "labels_in_prompt",
+    "load_classifier",
+    "pathology_placement",
     "prompted_label_auc",
     "requested_label_score",
 ]

@@ -12,3 +12,17 @@ from monai_xreal.networks.medsam import (
     TinyViTEncoder,
     load_lite_medsam,
 )
+
+__all__ = [
+    "LITE_MEDSAM_IMAGE_SIZE",
+    "AdaptedContextUNet",
+    "CompVisAutoencoderKL",
+    "CompVisDiffusionModelUNet",
+    "DoubleConv",
+    "LiteMedSAM",
+    "SAMMaskDecoder",
+    "SAMPromptEncoder",
+    "TinyViTEncoder",
+    "VGG11UNet",
+    "load_lite_medsam",
+]

@@ -72,10 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: ReaderStudyServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass  # one line per image request would drown the console; answers are in the database
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/":
             page = self.server.page.replace("__READERS__", str(self.server.store.readers))
@@ -93,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, data, "image/png", cache=True)
         return self._error(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         if urlparse(self.path).path != "/api/answer":
             return self._error(HTTPStatus.NOT_FOUND, "no such endpoint")
         length = int(self.headers.get("Content-Length") or 0)

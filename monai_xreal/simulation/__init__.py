@@ -4,8 +4,7 @@ each with its exact anatomy label map, pathology mask, labels and report. Names 
 
 from __future__ import annotations
 
-import importlib
-
+from monai_xreal.lazy import lazy_attributes
 from monai_xreal.simulation.catalogue import SIMULATED_FINDINGS
 
 _EXPORTS = {
@@ -15,11 +14,9 @@ _EXPORTS = {
     "OutlineWarps": "outlines", "LUNG_SHAPE_POOLS": "outlines", "shape_pool": "outlines",
     "EditableCT": "findings", "insert_finding": "findings", "scale_heart": "findings",
     "anatomy_fields": "fields", "RadiographSimulator": "simulator", "write_simulated_set": "dataset",
+    "write_phantom_set": "dataset",
 }  # fmt: skip
 __all__ = ["SIMULATED_FINDINGS", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"monai_xreal.simulation.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'monai_xreal.simulation' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

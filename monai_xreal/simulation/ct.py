@@ -32,9 +32,9 @@ __all__ = [
     "ORGANS",
     "STRUCTURE_GROUPS",
     "LabelledCT",
-    "read_structures",
-    "load_labelled_ct",
     "default_ct_paths",
+    "load_labelled_ct",
+    "read_structures",
 ]
 
 # TotalSegmentator names of the lobes, in the order of the lobe codes 1-5 of LabelledCT.labels

@@ -22,7 +22,7 @@ from scipy import ndimage
 
 from monai_xreal.data.anatomy import cardiothoracic_ratio, compose_label_map, largest_component, upper_mediastinum
 
-__all__ = ["LUNG_MM", "HEART_MM", "lung_field", "heart_field", "anatomy_fields"]
+__all__ = ["HEART_MM", "LUNG_MM", "anatomy_fields", "heart_field", "lung_field"]
 
 LUNG_MM, HEART_MM, ABDOMEN_MM, MEDIASTINAL_RATIO, TOP_WIDTH = 5.0, 25.0, 5.0, 0.5, 0.25
 LUNG_MARGIN_MM = 6.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CODE_BASE", "PAGeometry", "Pose", "RayProjector", "Projection"]
+__all__ = ["CODE_BASE", "PAGeometry", "Pose", "Projection", "RayProjector"]
 
 CODE_BASE = 16  # label codes and finding numbers share one volume for projection: label + CODE_BASE * finding
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Exposure", "attenuation", "expose", "display"]
+__all__ = ["Exposure", "attenuation", "display", "expose"]
 
 MU_WATER = 0.0206  # per mm, water at ~60 keV
 _BONE_HU = 100.0

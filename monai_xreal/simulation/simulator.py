@@ -43,7 +43,7 @@ from monai_xreal.simulation.outlines import LungBox, OutlineWarps, shape_pool
 from monai_xreal.simulation.projector import Pose, RayProjector
 from monai_xreal.simulation.radiograph import Exposure, attenuation, display, expose
 
-__all__ = ["MIN_SIZE", "MAX_SIZE", "RadiographSimulator", "SimulationDraw"]
+__all__ = ["MAX_SIZE", "MIN_SIZE", "RadiographSimulator", "SimulationDraw"]
 
 MIN_SIZE, MAX_SIZE = 64, 512
 _GROUPS = {"right_lung": (1, 2, 3), "left_lung": (4, 5), "heart": (ORGANS["heart"],), "abdomen": (ORGANS["abdomen"],)}

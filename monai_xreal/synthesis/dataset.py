@@ -15,13 +15,13 @@ depend on the number of ranks, on restarts or on which samples were already done
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -30,11 +30,13 @@ from tqdm.auto import tqdm
 from monai_xreal.data import load_conditions
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_mask
+from monai_xreal.io.atomic import atomic_path
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid
-from monai_xreal.io.hashing import sha256_array, sha256_file
+from monai_xreal.io.hashing import sha256_file
+from monai_xreal.pipeline.seeding import dataset_seed
 from monai_xreal.synthesis.manifest import Manifest, write_atomically
-from monai_xreal.synthesis.provenance import bundle_record, make_provenance, mask_record
-from monai_xreal.synthesis.sampling import sample_batch
+from monai_xreal.synthesis.provenance import bundle_record, mask_record
+from monai_xreal.synthesis.service import Condition, GenerationService, Sample
 from monai_xreal.synthesis.writer import IMAGE_FORMATS, SyntheticImageWriter, remove_partials, sidecar_path
 
 __all__ = ["DatasetSpec", "WorkUnit", "generate_dataset", "plan_units", "sample_seed"]
@@ -71,16 +73,20 @@ class WorkUnit:
     samples: tuple[int, ...]
 
 
-def sample_seed(seed: int, condition_id: str, condition_seed: int, sample_index: int) -> int:
-    """The seed of one sample: a hash of the run seed, the condition's id and seed, and the sample index."""
-    key = json.dumps(["monai_xreal.sample", seed, condition_id, condition_seed, sample_index]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
+sample_seed = dataset_seed  # the seed scheme lives in monai_xreal.pipeline.seeding
 
 
-def plan_units(num_conditions: int, samples_per_condition: int, batch_size: int) -> list[WorkUnit]:
-    """Every (condition, batch of sample indices), in datalist order."""
-    return [WorkUnit(c, tuple(range(s, min(s + batch_size, samples_per_condition))))
-            for c in range(num_conditions) for s in range(0, samples_per_condition, batch_size)]  # fmt: skip
+def plan_units(
+    num_conditions: int, samples_per_condition: int, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[WorkUnit]:
+    """Rank ``rank``'s (condition, batch of sample indices) units of ``world_size``, in datalist order, drawn
+    lazily (a request of any size plans in constant memory)."""
+    index = 0
+    for c in range(num_conditions):
+        for s in range(0, samples_per_condition, batch_size):
+            if index % world_size == rank:
+                yield WorkUnit(c, tuple(range(s, min(s + batch_size, samples_per_condition))))
+            index += 1
 
 
 def generate_dataset(
@@ -108,52 +114,40 @@ def generate_dataset(
     if torch.device(device).type == "cpu":
         torch.set_num_threads(spec.cpu_threads)  # part of the result: see DatasetSpec
     pipe = XRealPipeline.from_bundle(spec.bundle, device=device)
-    settings = pipe.sampling_settings(spec.scheduler, **spec.knobs)
-    settings_record = _settings(spec, settings, bundle_record(pipe, spec.bundle), torch.device(device))
+    for condition in conditions:  # every bad condition fails here, before anything is written
+        _check_condition(pipe, condition)
+    settings = pipe.settings(spec.scheduler, **spec.knobs)
+    settings_record = _settings(spec, settings.as_dict(), bundle_record(pipe, spec.bundle), torch.device(device))
     out = spec.output_dir
     if rank == 0:
         _prepare(out, settings_record, conditions)
     barrier()
     info = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
-    scheduler = settings.pop("scheduler")
     manifest = Manifest(out / "manifest.jsonl")
     finished = manifest.entries()
     writer = SyntheticImageWriter(spec.fmt)
+    service = GenerationService(pipe, info["bundle"], settings, device)
     created = datetime.fromisoformat(info["created"])
-    mine = plan_units(len(conditions), spec.samples_per_condition, spec.batch_size)[rank::world_size]
     counts = {"generated": 0, "skipped": 0}
-    masks_of: dict[int, dict] = {}
-    with tqdm(total=sum(len(u.samples) for u in mine), unit="image", desc="generating", disable=rank != 0) as bar:
-        for unit in mine:
-            condition = conditions[unit.condition]
-            todo = [k for k in unit.samples if not _is_finished(out, finished.get((condition["id"], k)))]
-            counts["skipped"] += len(unit.samples) - len(todo)
-            bar.update(len(unit.samples) - len(todo))
-            if not todo:
-                continue
-            if unit.condition not in masks_of:
-                masks_of[unit.condition] = _condition_masks(out, condition)
-            masks = masks_of[unit.condition]
-            seeds = [sample_seed(spec.seed, condition["id"], condition["seed"], k) for k in unit.samples]
-            images = sample_batch(pipe, masks["anatomy"], masks["pathology"], condition["prompt"], seeds, settings,
-                                  scheduler)  # fmt: skip
-            for index, (k, image) in enumerate(zip(unit.samples, images, strict=True)):
-                if k not in todo:
-                    continue
-                folder = out / "images" / condition["id"]
-                record = make_provenance(
-                    info["bundle"], condition["prompt"], masks["anatomy_record"], masks["pathology_record"],
-                    {**settings, "scheduler": scheduler}, seeds, index, device,
-                    extra={"image_sha256": sha256_array(image), "dataset": {"condition_id": condition["id"],
-                                                                           "sample_index": k}},
-                )  # fmt: skip
-                identity = DicomIdentity(
-                    dicom_uid(info["uid_root"], "study"), dicom_uid(info["uid_root"], "series", condition["id"]),
-                    dicom_uid(info["uid_root"], "instance", condition["id"], k), created, spec.patient_name,
-                    spec.patient_id, instance_number=k + 1, series_number=unit.condition + 1,
-                )  # fmt: skip
-                written = writer.write(image, folder, f"{condition['id']}_s{k:05d}", record, identity)
-                manifest.append({"condition_id": condition["id"], "sample_index": k, "seed": seeds[index],
+
+    def done(sample: Sample) -> bool:
+        key = sample.extra["dataset"]
+        finished_before = _is_finished(out, finished.get((key["condition_id"], key["sample_index"])))
+        counts["skipped"] += finished_before
+        bar.update(finished_before)
+        return finished_before
+
+    total = -(-len(conditions) * spec.samples_per_condition // world_size)  # this rank's share, about
+    units = plan_units(len(conditions), spec.samples_per_condition, spec.batch_size, rank, world_size)
+    with tqdm(total=total, unit="image", desc="generating", disable=rank != 0) as bar:
+        for condition_index, group in groupby(units, key=lambda unit: unit.condition):  # streamed, one condition
+            record = conditions[condition_index]
+            batches = ([_sample(out, info, spec, record, condition_index, k, created) for k in unit.samples]
+                       for unit in group)  # fmt: skip
+            for generated in service.generate(_condition(out, record), batches, done):
+                written = service.write(generated, writer)
+                k = generated.sample.extra["dataset"]["sample_index"]
+                manifest.append({"condition_id": record["id"], "sample_index": k, "seed": generated.sample.seed,
                                  "file": written.path.relative_to(out).as_posix(),
                                  "sha256": written.sha256})  # fmt: skip
                 counts["generated"] += 1
@@ -174,6 +168,16 @@ def _check(spec: DatasetSpec) -> None:
         raise XRealInputError("format", f"must be one of {sorted(IMAGE_FORMATS)}, got {spec.fmt!r}")
     if spec.output_dir.exists() and not spec.output_dir.is_dir():
         raise XRealInputError("output-dir", f"{spec.output_dir} is not a folder")
+
+
+def _check_condition(pipe, condition: Mapping) -> None:
+    """The condition's masks and prompt, checked as the pipeline will check them (errors name the condition)."""
+    masks = {key: load_mask(condition[key], f"{condition['id']}.{key}") if key in condition else None
+             for key in ("anatomy", "pathology")}  # fmt: skip
+    try:
+        pipe.prepare_conditions(masks["anatomy"], masks["pathology"], condition["prompt"])
+    except XRealInputError as err:
+        raise XRealInputError(f"conditions[{condition['id']}].{err.argument}", err.message) from None
 
 
 def _settings(spec: DatasetSpec, settings: Mapping, bundle: Mapping, device: torch.device) -> dict:
@@ -218,10 +222,8 @@ def _prepare(out: Path, settings: dict, conditions: list[dict]) -> None:
             if key in condition:
                 target = out / _mask_copy(condition, key)
                 if not target.is_file() or sha256_file(target) != sha256_file(condition[key]):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    temporary = target.with_name(f".{target.name}.partial")
-                    shutil.copyfile(condition[key], temporary)
-                    temporary.replace(target)
+                    with atomic_path(target) as temporary:
+                        shutil.copyfile(condition[key], temporary)
 
 
 def _mask_copy(condition: Mapping, key: str) -> str:
@@ -231,19 +233,32 @@ def _mask_copy(condition: Mapping, key: str) -> str:
     return f"conditions/{condition['id']}/{key}{ext}"
 
 
-def _condition_masks(out: Path, condition: Mapping) -> dict:
-    """The condition's masks (from the dataset's copies) and their records, file paths relative to the sidecar."""
-    masks = {}
+def _condition(out: Path, condition: Mapping) -> Condition:
+    """The condition with its masks (from the dataset's copies) and their records, paths relative to the sidecar."""
+    masks, records = {}, {}
     for key in ("anatomy", "pathology"):
         if key not in condition:
-            masks[key] = masks[f"{key}_record"] = None
+            masks[key] = records[key] = None
             continue
         copy = out / _mask_copy(condition, key)
         masks[key] = load_mask(copy, f"{condition['id']}.{key}")
-        record = mask_record(copy, masks[key])
-        record["file"] = f"../../{_mask_copy(condition, key)}"  # from images/<id>/, so the dataset can move
-        masks[f"{key}_record"] = record
-    return masks
+        records[key] = mask_record(copy, masks[key])
+        records[key]["file"] = f"../../{_mask_copy(condition, key)}"  # from images/<id>/, so the dataset can move
+    return Condition(
+        masks["anatomy"], masks["pathology"], condition["prompt"], records["anatomy"], records["pathology"]
+    )
+
+
+def _sample(out: Path, info: Mapping, spec: DatasetSpec, condition: Mapping, index: int, k: int, created) -> Sample:
+    """Sample ``k`` of condition ``index``: its seed, file and DICOM identity (derived from the dataset's UID root,
+    so a restarted run gives it the UIDs an uninterrupted one would)."""
+    root, cid = info["uid_root"], condition["id"]
+    identity = DicomIdentity(
+        dicom_uid(root, "study"), dicom_uid(root, "series", cid), dicom_uid(root, "instance", cid, k), created,
+        spec.patient_name, spec.patient_id, instance_number=k + 1, series_number=index + 1,
+    )  # fmt: skip
+    return Sample(sample_seed(spec.seed, cid, condition["seed"], k), f"{cid}_s{k:05d}", out / "images" / cid,
+                  extra={"dataset": {"condition_id": cid, "sample_index": k}}, identity=identity)  # fmt: skip
 
 
 def _is_finished(out: Path, entry: Mapping | None) -> bool:

@@ -6,27 +6,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from monai_xreal.io.atomic import write_text_atomically
 
 __all__ = ["Manifest", "write_atomically"]
 
 
-def write_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+write_atomically = write_text_atomically  # the package's one atomic write (monai_xreal.io.atomic)
 
 
 class Manifest:

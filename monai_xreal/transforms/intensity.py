@@ -98,7 +98,7 @@ def _dataset_from_meta(meta: Mapping) -> tuple[Dataset, str] | None:
     return ds, "itk"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def itk_inverts_monochrome1() -> bool:
     """Whether this ITK turns MONOCHROME1 into MONOCHROME2 while reading (ITK 5.4 does; releases before 2020 not)."""
     from monai.data import ITKReader

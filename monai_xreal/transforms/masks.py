@@ -14,14 +14,14 @@ from monai.transforms import MapTransform, Transform
 from monai_xreal.errors import XRealInputError
 
 __all__ = [
-    "EnsureMask2D",
-    "EnsureMask2Dd",
-    "ValidateLabelMap",
-    "ValidateLabelMapd",
     "AnatomyToControllerInput",
     "AnatomyToControllerInputd",
     "BoxesToMask",
     "BoxesToMaskd",
+    "EnsureMask2D",
+    "EnsureMask2Dd",
+    "ValidateLabelMap",
+    "ValidateLabelMapd",
 ]
 
 

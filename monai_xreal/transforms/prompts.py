@@ -8,8 +8,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
-from monai_xreal.data.reports import report_sections
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.reports import report_sections
 
 __all__ = ["NO_FINDING_PROMPT", "UNCONDITIONAL_PROMPT", "BuildPrompt", "BuildPromptd"]
 
@@ -25,7 +25,7 @@ class BuildPrompt(RandomizableTransform):
     ignored), else in the dict's order; with no positive class the prompt is ``no_finding`` (``"No Finding"``).
     From a report (RoentGen uses the impression, Diff-CXR findings and impression): the non-empty ``sections``
     in the order given, joined with a space; a report may be a sections dict (as the adapters make) or raw text,
-    which is split by :func:`~monai_xreal.data.reports.report_sections`. A report with none of the sections
+    which is split by :func:`~monai_xreal.text.reports.report_sections`. A report with none of the sections
     gives ``""``. ``max_words`` keeps the first words only (text encoders truncate at 77 CLIP / 512 BERT tokens).
 
     Dropout draws from this transform's own random state (``set_random_state``, or a seeded ``Compose``), so

@@ -20,11 +20,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_judge_reads_labelled_sets_and_a_real_image(tmp_path, capsys):
-    from monai_xreal.data.phantoms import write_phantom_set
+    from monai_xreal.simulation import write_phantom_set
 
     datalist = write_phantom_set(tmp_path / "phantoms", 3, size=64, seed=2, validation_fraction=0.0)
     out, figure = tmp_path / "judge.json", tmp_path / "judge.png"
-    code = main(["judge", "--set", f"phantoms={datalist}", "--set", f"real={packaged_file('chest_cr')}", "--num", "3",
+    code = main(["judge", "--set", f"phantoms={datalist}", "--set", f"real={packaged_file('chest_cr')}", "--num-images", "3",
                  "--size", "128", "--output", str(out), "--figure", str(figure)])  # fmt: skip
     assert code == 0 and figure.is_file()
     report = json.loads(out.read_text())["sets"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("diffdrr") is None, rea
 
 def test_simulate_writes_a_set_of_the_simulators_samples(tmp_path, capsys):
     out, grid = tmp_path / "sim", tmp_path / "overview.png"
-    args = ["simulate", "--num", "3", "--size", "64", "--seed", "9", "--output-dir", str(out),
+    args = ["simulate", "--num-images", "3", "--size", "64", "--seed", "9", "--output-dir", str(out),
             "--validation-fraction", "0.34", "--probability", "Mass=1", "--threads", "2"]  # fmt: skip
     assert main(args + ["--grid", str(grid)]) == 0
     assert "images/s" in capsys.readouterr().out
@@ -56,7 +56,7 @@ def test_simulate_writes_a_set_of_the_simulators_samples(tmp_path, capsys):
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "sim"
     extra = [e.format(tmp=tmp_path) for e in extra]
-    assert main(["simulate", "--num", "2", "--size", "64", "--output-dir", str(out), *extra]) == 2
+    assert main(["simulate", "--num-images", "2", "--size", "64", "--output-dir", str(out), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()

@@ -18,17 +18,17 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import write_cxr_dicom
 from monai.transforms import LoadImage
 from PIL import Image
 from requests_toolbelt.multipart.decoder import MultipartDecoder
-from test_intensity import write_cxr_dicom
 
 from monai_xreal.cli.serve import DATASTORE_FILE_EXT
-from monai_xreal.simulation import RadiographSimulator
 from monai_xreal.io import save_images
 from monai_xreal.io.dicom import PRIVATE_CREATOR, PRIVATE_GROUP
 from monai_xreal.label import APP_DIR
 from monai_xreal.metrics.adherence import anatomy_dice
+from monai_xreal.simulation import RadiographSimulator
 
 SIZE = 192  # not the bundle's 128: results must come back on the sent grid
 STEPS = 20

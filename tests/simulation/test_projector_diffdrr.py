@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 import torch
 
+from monai_xreal.simulation.ct import load_labelled_ct
+from monai_xreal.simulation.projector import PAGeometry, RayProjector
+from monai_xreal.simulation.radiograph import MU_WATER, attenuation
+
 pytest.importorskip("torchio", reason="DiffDRR needs torchio")
 pytest.importorskip("kornia", reason="DiffDRR needs kornia")
 pytest.importorskip("fastcore", reason="DiffDRR needs fastcore")
 drr_module = pytest.importorskip("diffdrr.drr", reason="the reference renderer (DiffDRR) is not installed")
 
-from diffdrr.pose import RigidTransform
-from torchio import ScalarImage, Subject
-
-from monai_xreal.simulation.ct import load_labelled_ct
-from monai_xreal.simulation.projector import PAGeometry, RayProjector
-from monai_xreal.simulation.radiograph import MU_WATER, attenuation
+from diffdrr.pose import RigidTransform  # noqa: E402
+from torchio import ScalarImage, Subject  # noqa: E402
 
 # diffdrr.data.read(orientation="PA") (that module needs pandas, so the matrix is copied): camera -> world (RAS+)
 PA_REORIENT = torch.tensor([[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.float32)

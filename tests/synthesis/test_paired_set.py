@@ -57,7 +57,7 @@ def test_ranks_share_the_work_and_agree_with_one_process(tmp_path):
         try:
             write_paired_set(PhantomGenerator(size=64, seed=4), two, 5, SETTINGS, name="phantom", rank=r,
                              world_size=2, barrier=barrier.wait)  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - reported below
+        except Exception as err:
             errors.append(err)
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]

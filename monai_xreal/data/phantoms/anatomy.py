@@ -22,7 +22,7 @@ from monai_xreal.data.anatomy import (
 )
 from monai_xreal.data.phantoms.lungs import LungShapes
 
-__all__ = ["Anatomy", "ANATOMY_LABELS", "build_anatomy"]
+__all__ = ["ANATOMY_LABELS", "Anatomy", "build_anatomy"]
 
 
 @dataclass

@@ -19,10 +19,10 @@ from scipy import ndimage
 from monai_xreal.data.boxes import nih_boxes_datalist
 from monai_xreal.data.packaged import torchxrayvision_file
 from monai_xreal.data.phantoms.anatomy import Anatomy
+from monai_xreal.data.phantoms.catalogue import PHANTOM_FINDINGS
 
-__all__ = ["BoxPrior", "Finding", "PHANTOM_FINDINGS", "draw_finding", "load_box_prior"]
+__all__ = ["PHANTOM_FINDINGS", "BoxPrior", "Finding", "draw_finding", "load_box_prior"]
 
-PHANTOM_FINDINGS = ("Cardiomegaly", "Pleural Effusion", "Pneumothorax", "Consolidation", "Nodule")
 # which real box classes give each finding's position (NIH names)
 _BOX_SOURCES = {
     "Pleural Effusion": ("Effusion",),

@@ -10,14 +10,13 @@ import numpy as np
 
 from monai_xreal.data.paired import DrawnFinding, PairedCXR, choose_findings, finding_chances, paired_sample
 from monai_xreal.data.phantoms.anatomy import build_anatomy
+from monai_xreal.data.phantoms.catalogue import MAX_SIZE, MIN_SIZE
 from monai_xreal.data.phantoms.findings import PHANTOM_FINDINGS, draw_finding, load_box_prior
 from monai_xreal.data.phantoms.lungs import load_lung_shapes
 from monai_xreal.data.phantoms.render import render_radiograph
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["Phantom", "PhantomGenerator", "MIN_SIZE", "MAX_SIZE"]
-
-MIN_SIZE, MAX_SIZE = 64, 512
+__all__ = ["MAX_SIZE", "MIN_SIZE", "Phantom", "PhantomGenerator"]
 
 
 Phantom = PairedCXR  # a phantom is one kind of paired sample

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np

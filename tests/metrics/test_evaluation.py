@@ -13,8 +13,8 @@ from monai.metrics import FIDMetric
 from torch import nn
 
 from monai_xreal.cli.main import main
-from monai_xreal.data.phantoms import write_phantom_set
 from monai_xreal.errors import XRealInputError
+from monai_xreal.evaluation import build_evaluation, read_real_datalist
 from monai_xreal.metrics import (
     GenerationEvaluation,
     LabelClassifier,
@@ -31,7 +31,7 @@ from monai_xreal.metrics import (
 )
 from monai_xreal.metrics.extractors import XRVDenseNet121, load_feature_extractor
 from monai_xreal.metrics.fid import low_rank_frechet_distance
-from monai_xreal.metrics.loading import build_evaluation, read_real_datalist
+from monai_xreal.simulation import write_phantom_set
 
 
 def _exit_code(argv) -> int:
@@ -237,23 +237,9 @@ def test_phantom_set_carries_validation_conditions(phantom_set):
     assert len(read_real_datalist(phantom_set / "datalist.json")) == 6
 
 
-@pytest.fixture(scope="module")
-def responsive_pipeline(tiny_bundle):
-    """The tiny pipeline with its UNet's zero-initialised layers (output, attention projections) made non-zero, so
-    that prompts change images."""
-    from monai_xreal import XRealPipeline
-
-    pipeline = XRealPipeline.from_bundle(tiny_bundle, device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    for parameter in pipeline.unet.parameters():
-        if not parameter.any():
-            parameter.data = 0.05 * torch.randn(parameter.shape, generator=generator)
-    return pipeline
-
-
 def test_generation_evaluation_report(responsive_pipeline, phantom_set, tmp_path):
     from monai_xreal.data import load_conditions
-    from monai_xreal.metrics import load_segmenter, load_real_images
+    from monai_xreal.metrics import load_real_images, load_segmenter
 
     conditions = load_conditions(phantom_set / "conditions.json")
     real = load_real_images(read_real_datalist(phantom_set / "datalist.json"), responsive_pipeline.spatial_shape)
@@ -340,8 +326,8 @@ def test_evaluate_command(tiny_bundle, phantom_set, tmp_path, capsys):
     out.parent.mkdir()
     code = main([
         "evaluate", "--bundle", str(tiny_bundle), "--conditions", str(phantom_set / "conditions.json"),
-        "--real", str(phantom_set / "datalist.json"), "--num-samples", "4", "--samples-per-condition", "2",
-        "--steps", "1", "--fid", f"xrv-densenet121-res224-all={weights}", "--output", str(out),
+        "--real", str(phantom_set / "datalist.json"), "--num-images", "4", "--samples-per-condition", "2",
+        "--num-inference-steps", "1", "--fid", f"xrv-densenet121-res224-all={weights}", "--output", str(out),
     ])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
@@ -359,7 +345,7 @@ def test_evaluate_command(tiny_bundle, phantom_set, tmp_path, capsys):
     [
         (["--fid", "vgg=/x.pt"], "NAME=WEIGHTS"),
         (["--fid", "inception-pytorch-fid=/no/such/pt_inception.pth"], "pt_inception-2015-12-05"),
-        (["--num-samples", "0"], "--num-samples"),
+        (["--num-images", "0"], "--num-images"),
         (["--conditions", "/no/such/conditions.json"], "no such file"),
         (["--device", "cuda:7"], "no such CUDA device"),
         (["--output", "/tmp"], "must be a .json path"),

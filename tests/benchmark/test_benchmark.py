@@ -152,8 +152,8 @@ def test_benchmark_command(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main([
         "benchmark", "--bundle", str(tiny_bundle), "--num-images", "2", "--batch-sizes", "1", "2",
-        "--reference-steps", "2", "--fast-steps", "1", "--overhead-point", "2", "1", "--variants", "eager-attention",
-        "--output", str(out),
+        "--reference-steps", "2", "--num-inference-steps", "1", "--overhead-point", "2", "1", "--variants", "eager-attention",
+        "--repeats", "2", "--output", str(out),
     ])  # fmt: skip
     assert code == 0
     results = json.loads(out.read_text())
@@ -166,6 +166,10 @@ def test_benchmark_command(tiny_bundle, tmp_path, capsys):
     reference, fast = results["rows"][0], results["rows"][2]
     assert reference["unet_evaluations_per_image"] == pytest.approx(3 * 2)  # XReal: 1 + 2 per step
     assert fast["unet_evaluations_per_image"] == pytest.approx(3 * 1)
+    for row in results["rows"]:  # two alternating rounds per row: the median and the range of both
+        low, high = row["images_per_second_range"]
+        assert row["repeats"] == 2 and len(row["images_per_second_runs"]) == 2
+        assert low <= row["images_per_second"] <= high and sorted(row["images_per_second_runs"]) == [low, high]
     assert results["overhead"]["batch_size"] == 2 and results["overhead"]["overhead"] >= 1
     assert results["variants"][0]["variant"] == "eager-attention"
     assert results["text_to_image"]["ratio"] > 0
@@ -185,3 +189,10 @@ def test_benchmark_command_bad_input_is_one_line(argv, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "error" in err
+
+
+def test_the_variant_names_help_lists_are_the_variants_measured():
+    from monai_xreal.benchmark.recipes import VARIANT_NAMES
+    from monai_xreal.benchmark.runner import VARIANTS
+
+    assert tuple(VARIANTS) == VARIANT_NAMES

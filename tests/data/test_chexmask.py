@@ -5,14 +5,13 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import save_mask
 from monai.transforms import Compose, LoadImaged, Resized
 
 from monai_xreal import XRealInputError
 from monai_xreal.data.chexmask import chexmask_datalist
 from monai_xreal.transforms import RLEToMask
 from monai_xreal.transforms.anatomy import AnatomyRLEToLabelMap, AnatomyRLEToLabelMapd
-
-from conftest import save_mask
 
 HEADER = ["dicom_id", "Dice RCA (Mean)", "Dice RCA (Max)", "Landmarks", "Left Lung", "Right Lung", "Heart", "Height",
           "Width"]  # fmt: skip

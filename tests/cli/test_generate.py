@@ -6,11 +6,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import save_mask
 from PIL import Image
 
 from monai_xreal.cli.main import main
-
-from conftest import save_mask
 
 
 def generate(tiny_bundle, out, *extra):
@@ -72,7 +71,10 @@ def bad_inputs(tmp_path, mask_files):
     volume = save_mask(np.zeros((1, 8, 8, 8), np.uint8), tmp_path, "volume", ".nii.gz")
     fractional = save_mask(np.full((1, 32, 32), 0.5, np.float32), tmp_path, "fractional", ".nii.gz")
     labels = save_mask(np.full((1, 32, 32), 9, np.uint8), tmp_path, "labels")
-    empty = save_mask(np.zeros((1, 32, 32), np.uint8), tmp_path, "empty")
+    empty = save_mask(np.zeros((1, 64, 64), np.uint8), tmp_path, "empty")
+    small = save_mask(np.ones((1, 32, 32), np.uint8), tmp_path, "small")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
     nan = save_mask(np.full((1, 32, 32), np.nan, np.float32), tmp_path, "nan", ".nii.gz")
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
@@ -90,13 +92,22 @@ def bad_inputs(tmp_path, mask_files):
             "pathology: mask is empty",
         ),
         "no weights": (["--anatomy", anatomy, "--bundle", str(tmp_path)], "bundle: missing file"),
-        "bad count": (["--num-images", "0"], "num_images: must be a positive integer"),
+        "bad count": (["--num-images", "0"], "argument --num-images: must be a positive integer"),
         "bad format": (["--format", "jpg"], "argument --format: invalid choice"),
+        "pathology size": (
+            ["--anatomy", anatomy, "--pathology", str(small), "--prompt", "Edema"],
+            "pathology: shape (32, 32) differs from the anatomy map's (64, 64)",
+        ),
+        "too many steps": (["--num-inference-steps", "100000"], "argument --num-inference-steps: 100000 is outside"),
+        "not a number": (["--guidance-scale", "lots"], "argument --guidance-scale: 'lots' is not a number"),
+        "negative seed": (["--seed", "-3"], "argument --seed: must be in [0"),
+        "output is a file": (["--output-dir", str(a_file)], "argument --output-dir: "),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "unreadable", "rgb", "3d", "fractional", "labels", "nan",
-                                  "empty pathology", "no weights", "bad count", "bad format"])  # fmt: skip
+                                  "empty pathology", "no weights", "bad count", "bad format", "pathology size",
+                                  "too many steps", "not a number", "negative seed", "output is a file"])  # fmt: skip
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(tiny_bundle, mask_files, tmp_path, capsys, case):
     args, message = bad_inputs(tmp_path, mask_files)[case]
     out = tmp_path / "out"
@@ -116,7 +127,7 @@ def test_failure_keeps_an_existing_output_folder_clean(tiny_bundle, mask_files, 
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code = generate(tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--pathology",
-                    str(save_mask(np.zeros((1, 32, 32), np.uint8), tmp_path, "empty")), "--prompt", "Edema")  # fmt: skip
+                    str(save_mask(np.zeros((1, 64, 64), np.uint8), tmp_path, "empty")), "--prompt", "Edema")  # fmt: skip
     assert code == 2 and [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
@@ -125,3 +136,60 @@ def test_python_dash_m_is_the_same_cli():
     assert result.returncode == 0 and "--anatomy" in result.stdout and "--num-inference-steps" in result.stdout
     result = subprocess.run([sys.executable, "-m", "monai_xreal", "nonsense"], capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_rerun_makes_only_what_is_missing_and_matches_an_uninterrupted_run(tiny_bundle, mask_files, tmp_path, capsys):
+    masks = ["--anatomy", str(mask_files["anatomy"]), "--pathology", str(mask_files["pathology"]), "--prompt", "Edema"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert generate(tiny_bundle, whole, *masks, "--num-images", "4", "--batch-size", "2") == 0
+    assert generate(tiny_bundle, resumed, *masks, "--num-images", "4", "--batch-size", "2") == 0
+    (resumed / "xreal_seed1.png").unlink()  # a lost image, a damaged one, and a writer killed midway
+    (resumed / "xreal_seed3.png").write_bytes(b"damaged")
+    (resumed / ".partial-x").mkdir()
+    capsys.readouterr()
+    assert generate(tiny_bundle, resumed, *masks, "--num-images", "4", "--batch-size", "2") == 0
+    assert "wrote 2 image(s)" in capsys.readouterr().out and "(2 already there)"
+    assert sorted(p.name for p in resumed.iterdir()) == sorted(p.name for p in whole.iterdir())
+    for name in ("xreal_seed0.png", "xreal_seed1.png", "xreal_seed3.png"):
+        assert (resumed / name).read_bytes() == (whole / name).read_bytes(), name
+    # the same folder with other settings is refused, and nothing in it is touched
+    before = {p.name: p.read_bytes() for p in resumed.iterdir()}
+    assert generate(tiny_bundle, resumed, *masks[:4], "--prompt", "Nodule", "--num-images", "4") == 2
+    assert "xreal_seed0.json was made with other prompt" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in resumed.iterdir()} == before
+
+
+def test_doubtful_input_is_warned_in_one_line(tiny_bundle, tmp_path, capsys):
+    background = save_mask(np.zeros((1, 48, 32), np.uint8), tmp_path, "background")
+    assert generate(tiny_bundle, tmp_path / "out", "--anatomy", str(background), "--prompt", "a red bicycle") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert any("all background" in line for line in warnings)
+    assert any("48x32 map is stretched" in line for line in warnings)
+    assert any("names no finding" in line for line in warnings)
+
+
+def test_sigterm_keeps_the_finished_images_of_a_huge_request_in_bounded_memory(tiny_bundle, tmp_path):
+    """A billion images: batches are made as they are needed (no plan in memory), each image is written when it
+    is finished, and SIGTERM stops the run with its finished images in place and nothing half-written."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "monai_xreal", "generate", "--bundle", str(tiny_bundle), "--num-inference-steps",
+            "1", "--num-images", "1000000000", "--batch-size", "1", "--output-dir", str(out)]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, peak = time.monotonic() + 240, 0
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 3 and process.poll() is None:
+        with open(f"/proc/{process.pid}/status") as status:
+            peak = max(peak, *(int(line.split()[1]) for line in status if line.startswith("VmRSS")))
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "run the same command again to continue" in err and "Traceback" not in err
+    images = sorted(out.glob("*.png"))
+    assert len(images) >= 3 and all(p.with_suffix(".json").is_file() for p in images)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert peak < 2 * 2**20  # kB: well under 2 GiB (the plan of a billion batches alone would not fit)
+    assert os.path.getsize(images[0]) > 0

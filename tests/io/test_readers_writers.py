@@ -4,16 +4,13 @@ import sys
 
 import numpy as np
 import pydicom
-import pytest
 import torch
+from conftest import save_mask
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from monai_xreal import XRealInputError
 from monai_xreal.data import draw_anatomy
-from monai_xreal.io import load_mask, save_images, staged_output
-
-from conftest import save_mask
+from monai_xreal.io import load_mask, save_images
 
 
 def write_dicom(path, rows_by_columns: np.ndarray):
@@ -53,17 +50,6 @@ def test_written_images_read_back_with_their_values(tmp_path):
     load = LoadImage(image_only=True, ensure_channel_first=True)
     torch.testing.assert_close(load(paths[1]).as_tensor(), images[1])
     torch.testing.assert_close(load(paths[2]).as_tensor() / 255, images[0], atol=1 / 255, rtol=0)
-
-
-def test_staged_output_moves_on_success_and_leaves_nothing_on_failure(tmp_path):
-    with staged_output(tmp_path / "ok") as staging:
-        (staging / "x.png").write_text("x")
-    assert [p.name for p in (tmp_path / "ok").iterdir()] == ["x.png"]
-    with pytest.raises(XRealInputError):
-        with staged_output(tmp_path / "fail") as staging:
-            (staging / "y.png").write_text("y")
-            raise XRealInputError("anatomy", "late failure")
-    assert not (tmp_path / "fail").exists()
 
 
 def test_the_package_never_imports_torchvision():

@@ -11,7 +11,7 @@ import torch
 from monai_xreal.errors import XRealInputError
 from monai_xreal.metrics.evaluation import GenerationEvaluation, load_real_images
 
-__all__ = ["read_real_datalist", "build_evaluation"]
+__all__ = ["build_evaluation", "read_real_datalist"]
 
 
 def read_real_datalist(path: str | Path, key: str = "validation") -> list[dict]:
@@ -66,12 +66,12 @@ def build_evaluation(
         evaluation_args: :class:`GenerationEvaluation` arguments (``num_samples``, ``samples_per_condition``,
             ``batch_size``, ``sampling``, ...).
     """
-    from monai_xreal import XRealPipeline
     from monai_xreal.data import load_conditions
     from monai_xreal.metrics.adherence import load_segmenter
     from monai_xreal.metrics.extractors import load_feature_extractor
     from monai_xreal.metrics.judges import load_judges
     from monai_xreal.metrics.pathology import load_classifier
+    from monai_xreal.pipeline import XRealPipeline
 
     if fid and real is None:
         raise XRealInputError("real", "FID needs a datalist of real images")

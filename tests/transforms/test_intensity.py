@@ -3,12 +3,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import write_cxr_dicom
 from monai.data import PydicomReader
 from monai.transforms import Compose, LoadImage, LoadImaged, Resized
 from PIL import Image
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from monai_xreal import XRealInputError
 from monai_xreal.io.cxr import load_cxr
@@ -16,35 +14,6 @@ from monai_xreal.transforms.intensity import NormalizeCXRIntensity, NormalizeCXR
 
 # 12-bit stored values, 6 rows x 4 columns: non-square so that a transposed read shows
 STORED = (np.arange(24).reshape(6, 4) * 178).astype(np.uint16)
-
-
-def write_cxr_dicom(path, rows_by_columns, photometric, window=None, rescale=None, function=None, lut=None):
-    """A 12-bit (16 allocated) CR-like DICOM, valid for pydicom 2.4 and 3."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "phantom"
-    ds.Rows, ds.Columns = rows_by_columns.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    if function is not None:
-        ds.VOILUTFunction = function
-    if rescale is not None:
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = rescale[0], rescale[1], "US"
-    if lut is not None:
-        item = Dataset()
-        item.LUTDescriptor = [len(lut), 0, 16]
-        item.add_new(0x00283006, "US", [int(v) for v in lut])
-        ds.VOILUTSequence = Sequence([item])
-    ds.PixelData = np.ascontiguousarray(rows_by_columns, dtype=np.uint16).tobytes()
-    if int(pydicom.__version__.split(".")[0]) < 3:
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-    ds.save_as(str(path))
-    return path
 
 
 def dicom_window(x, center, width):

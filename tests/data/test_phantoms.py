@@ -10,7 +10,6 @@ from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
 from monai_xreal import XRealInputError
-from monai_xreal.io import save_images
 from monai_xreal.cli.main import main
 from monai_xreal.data.phantoms import (
     PHANTOM_FINDINGS,
@@ -18,8 +17,9 @@ from monai_xreal.data.phantoms import (
     PhantomGenerator,
     load_box_prior,
     load_lung_shapes,
-    write_phantom_set,
 )
+from monai_xreal.io import save_images
+from monai_xreal.simulation import write_phantom_set
 from monai_xreal.transforms import AnatomyToControllerInputd
 from monai_xreal.visualize import ANATOMY_COLOURS, condition_grid, overlay_masks
 
@@ -271,14 +271,14 @@ def test_overlay_and_grid(generator):
 def test_cli_writes_a_set_and_an_overview(tmp_path, capsys):
     grid = tmp_path / "overview.png"
     out = tmp_path / "set"
-    args = ["phantoms", "--num", "3", "--size", "64", "--output-dir", str(out), "--grid", str(grid)]
+    args = ["phantoms", "--num-images", "3", "--size", "64", "--output-dir", str(out), "--grid", str(grid)]
     assert main(args + ["--probability", "Nodule=1"]) == 0
     items = json.loads((out / "datalist.json").read_text())
     assert all(item["labels"]["Nodule"] == 1 for item in items["training"] + items["validation"])
     assert Image.open(grid).size == (4 * 66 + 2, 2 * 66 + 2)
     assert main(args) == 2 and "already holds" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["phantoms", "--num", "2", "--output-dir", str(tmp_path / "x"), "--probability", "Nodule"])
+        main(["phantoms", "--num-images", "2", "--output-dir", str(tmp_path / "x"), "--probability", "Nodule"])
     assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
 
 

