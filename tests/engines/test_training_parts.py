@@ -24,7 +24,7 @@ from monai_xreal.engines import (
 from monai_xreal.errors import XRealInputError
 from monai_xreal.losses import LocalPerceptualLoss
 
-ROOT = Path(__file__).resolve().parents[1] / "bundles" / "cxr_xreal"
+ROOT = Path(__file__).resolve().parents[2] / "bundles" / "cxr_xreal"
 UNET = dict(
     spatial_dims=2, in_channels=3, channels=(16, 32), attention_levels=(False, True), num_res_blocks=1,
     num_head_channels=(0, 16), norm_num_groups=8, with_conditioning=True, cross_attention_dim=8,

@@ -198,7 +198,7 @@ def test_full_size_xreal_checkpoint_uses_every_key():
     from monai_xreal.networks import CompVisAutoencoderKL, CompVisDiffusionModelUNet
     from monai_xreal.text import BERTEmbedder
 
-    original = json.loads((Path(__file__).parent / "data" / "xreal_full_size_keys.json").read_text())
+    original = json.loads((Path(__file__).parents[1] / "data" / "xreal_full_size_keys.json").read_text())
 
     def tensors(group, prefix):
         return {k[len(prefix) :]: torch.empty(shape, device="meta") for k, shape in original[group].items()}
