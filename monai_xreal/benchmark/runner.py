@@ -178,7 +178,7 @@ def plain_text_to_image(pipeline, prompts: Sequence[str], seeds: Sequence[int], 
     scheduler, unet, device = pipeline.scheduler, pipeline.unet, pipeline.device
     context = pipeline.encode_prompts(list(prompts))
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    latents = per_sample_randn((unet.in_channels, *pipeline._latent_shape()), generators, device, context.dtype)
+    latents = per_sample_randn((unet.in_channels, *pipeline.latent_shape()), generators, device, context.dtype)
     guided = guidance_scale != 1.0
     if guided:
         context = torch.cat([pipeline.encode_prompts([""] * len(prompts)), context])

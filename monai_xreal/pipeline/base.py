@@ -173,10 +173,6 @@ class LatentDiffusionPipeline:
                                   f"{train_steps} steps the model was trained on")  # fmt: skip
         return settings
 
-    def sampling_settings(self, scheduler: str | Scheduler | None = None, **knobs: float | None) -> dict:
-        """:meth:`settings` as a dict (the knobs and ``scheduler``)."""
-        return self.settings(scheduler, **knobs).as_dict()
-
     def sampler(self, scheduler: str | Scheduler | None) -> Scheduler:
         """The bundle's scheduler (``None``), another kind on its noise schedule (a name), or the object given."""
         if scheduler is None:
@@ -212,8 +208,6 @@ class LatentDiffusionPipeline:
     def latent_shape(self) -> tuple[int, int]:
         """The latent grid ``(h, w)`` of the model's images."""
         return self.codec.latent_shape(self.spatial_shape)
-
-    _latent_shape = latent_shape  # the name the benchmarks used
 
     def reverse_pass(
         self,

@@ -112,7 +112,7 @@ def make_provenance(
         bundle: :func:`bundle_record`.
         prompt: the prompt.
         anatomy, pathology: :func:`mask_record` of each mask (``None``: not given).
-        settings: ``pipe.sampling_settings(...)``, every knob resolved.
+        settings: ``pipe.settings(...).as_dict()``, every knob resolved.
         batch_seeds, batch_index: the seeds of the batch and this image's position in it.
         device: where it was sampled (recorded as its type, and the GPU's name for CUDA, so that ranks on
             ``cuda:0`` and ``cuda:1`` write the same record).
