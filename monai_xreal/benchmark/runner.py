@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from monai_xreal.benchmark.recipes import SamplingRecipe
-from monai_xreal.benchmark.timing import NetworkTimes, peak_memory, synchronize, time_networks
+from monai_xreal.benchmark.timing import NetworkTimes, peak_memory, time_networks, timed
 from monai_xreal.control.sampling import per_sample_randn
 from monai_xreal.metrics.adherence import anatomy_dice, segment
 
@@ -38,6 +37,7 @@ class BenchmarkCondition:
     pathology: torch.Tensor  # (1, H, W) binary
     prompt: str
     seed: int
+    image: torch.Tensor | None = None  # (1, H, W) the radiograph the conditions were taken from, in [0, 1]
 
 
 def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "simulated") -> list[BenchmarkCondition]:
@@ -62,8 +62,9 @@ def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "s
         index += 1
         if not np.asarray(sample.pathology).any():  # the finding did not fit this anatomy: draw the next one
             continue
-        anatomy, pathology = (torch.as_tensor(np.asarray(m)).float() for m in (sample.anatomy, sample.pathology))
-        conditions.append(BenchmarkCondition(anatomy, pathology, finding, seed + index - 1))  # (1, X, Y) each
+        anatomy, image, pathology = (torch.as_tensor(np.asarray(m)).float()
+                                     for m in (sample.anatomy, sample.image, sample.pathology))  # fmt: skip
+        conditions.append(BenchmarkCondition(anatomy, pathology, finding, seed + index - 1, image))  # (1, X, Y) each
     return conditions
 
 
@@ -116,14 +117,8 @@ def _generate(pipeline, batch: list[BenchmarkCondition], recipe: SamplingRecipe)
 
 
 def _timed_run(pipeline, conditions: Sequence[BenchmarkCondition], recipe: SamplingRecipe) -> tuple[float, list]:
-    device = pipeline.device
-    images = []
-    synchronize(device)
-    start = time.perf_counter()
-    for batch in _batches(conditions, recipe.batch_size):
-        images.append(_generate(pipeline, batch, recipe))
-    synchronize(device)
-    return time.perf_counter() - start, images
+    return timed(lambda: [_generate(pipeline, batch, recipe) for batch in _batches(conditions, recipe.batch_size)],
+                 pipeline.device)  # fmt: skip
 
 
 def measure_recipe(
@@ -205,13 +200,6 @@ def compare_text_to_image(pipeline, batch_size: int, steps: int, seed: int = 0, 
     guidance = float(pipeline.sampling_defaults["guidance_scale"])
     device = pipeline.device
 
-    def timed(sample) -> tuple[float, torch.Tensor]:
-        synchronize(device)
-        start = time.perf_counter()
-        images = sample()
-        synchronize(device)
-        return time.perf_counter() - start, images
-
     def ours():
         return pipeline(
             None, None, prompts, num_inference_steps=steps, guidance_scale=guidance, eta=0.0, seed=seeds,
@@ -224,8 +212,8 @@ def compare_text_to_image(pipeline, batch_size: int, steps: int, seed: int = 0, 
     ours(), plain()  # warm-up
     ours_runs, plain_runs = [], []
     for _ in range(repeats):
-        ours_runs.append(timed(ours))
-        plain_runs.append(timed(plain))
+        ours_runs.append(timed(ours, device))
+        plain_runs.append(timed(plain, device))
     ours_seconds = float(np.median([s for s, _ in ours_runs]))
     plain_seconds = float(np.median([s for s, _ in plain_runs]))
     return {

@@ -20,6 +20,7 @@ from monai_xreal.benchmark.runner import (
     measure_recipe,
     measure_variant,
 )
+from monai_xreal.benchmark.timing import format_spread, spread
 
 __all__ = ["format_table", "hardware", "run_benchmark"]
 
@@ -132,13 +133,15 @@ def _with_spread(runs: list[dict]) -> dict:
     median = statistics.median(speeds)
     row = dict(min(runs, key=lambda r: abs(r["images_per_second"] - median)))
     return {**row, "images_per_second": median, "images_per_second_runs": [r["images_per_second"] for r in runs],
-            "images_per_second_range": [speeds[0], speeds[-1]], "repeats": len(runs)}  # fmt: skip
+            "images_per_second_range": [speeds[0], speeds[-1]], "repeats": len(runs),
+            "too_noisy": spread(speeds)["too_noisy"]}  # fmt: skip
 
 
 def _speed(row: dict) -> str:
     low, high = row.get("images_per_second_range", [None, None])
-    spread = "" if low is None or row.get("repeats", 1) < 2 else f" ({low:.3f}-{high:.3f})"
-    return f"{row['images_per_second']:.3f}{spread}"
+    if low is None or row.get("repeats", 1) < 2:
+        return f"{row['images_per_second']:.3f}"
+    return format_spread({"median": row["images_per_second"], "min": low, "max": high, "too_noisy": row["too_noisy"]})
 
 
 def _cell(value, spec: str) -> str:

@@ -5,15 +5,33 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["NetworkTimes", "PeakMemory", "peak_memory", "synchronize", "time_networks"]
+T = TypeVar("T")
+
+__all__ = [
+    "TOO_NOISY",
+    "NetworkTimes",
+    "PeakMemory",
+    "format_spread",
+    "peak_memory",
+    "spread",
+    "synchronize",
+    "time_networks",
+    "timed",
+]
+
+TOO_NOISY = 0.10
+"""A figure whose repeats span more than this fraction of their median (or that has fewer than 3 repeats) is too
+noisy to compare with another: differences below its spread are not differences."""
 
 # the network entry points a pipeline calls: everything else in sampling is the sampler's own overhead
 _ENTRY_POINTS = {
@@ -23,6 +41,37 @@ _ENTRY_POINTS = {
     "anatomy_controller": ("encode", "decode"),
     "text_encoder": ("forward",),
 }
+
+
+def timed(call: Callable[[], T], device: torch.device) -> tuple[float, T]:
+    """``(seconds, result)`` of ``call()``, the device synchronised before and after so the clock sees its work."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = call()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def spread(values: Sequence[float], too_noisy: float = TOO_NOISY) -> dict:
+    """A repeated measurement's median, range and runs, and whether it is too noisy to compare.
+
+    Returns:
+        ``{"median", "min", "max", "runs", "relative_range", "too_noisy"}``; ``relative_range`` is
+        ``(max - min) / median``; ``too_noisy`` when it exceeds ``too_noisy`` or there are fewer than 3 runs.
+    """
+    runs = [float(v) for v in values]
+    if not runs:
+        raise ValueError("a spread needs at least one value")
+    median = statistics.median(runs)
+    relative = (max(runs) - min(runs)) / abs(median) if median else float("inf")
+    return {"median": median, "min": min(runs), "max": max(runs), "runs": runs, "relative_range": relative,
+            "too_noisy": len(runs) < 3 or relative > too_noisy}  # fmt: skip
+
+
+def format_spread(s: Mapping, spec: str = ".3f") -> str:
+    """``median (min-max)``, with ``, too noisy`` when :func:`spread` says so."""
+    text = f"{s['median']:{spec}} ({s['min']:{spec}}-{s['max']:{spec}})"
+    return text + (", too noisy" if s["too_noisy"] else "")
 
 
 def synchronize(device: torch.device) -> None:

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from monai_xreal.cli.options import positive_int, torch_device
+from monai_xreal.cli.options import check_output_file, positive_int, torch_device
 from monai_xreal.errors import XRealInputError
 
 HELP = "benchmark controllable sampling: XReal's reference recipe against the fast settings, in one run"
@@ -41,6 +41,22 @@ def add_parser(commands) -> None:
                    help=f"execution variants on the fast recipe: {', '.join(VARIANTS)} (default: all on a GPU, "
                    "none on CPU)")  # fmt: skip
     p.add_argument("--no-text-to-image", action="store_true", help="skip the plain-loop comparison")
+    p.add_argument("--against-diffusers", type=Path, default=None, metavar="FOLDER",
+                   help="instead: convert this diffusers Stable Diffusion folder as `convert --from diffusers` does "
+                   "and time its text-to-image sampling against diffusers' StableDiffusionPipeline on the same "
+                   "weights, steps (--num-inference-steps), guidance (--guidance-scale), batches (--batch-sizes) "
+                   "and noise, alternating, --repeats rounds")  # fmt: skip
+    p.add_argument("--samplers", action="store_true",
+                   help="instead: compare controlled samplers (XReal's 100+100 steps down to 12 UNet evaluations per "
+                   "image) on --num-images held-out conditions: own and real-CXR-judge Dice, placement, KID, "
+                   "images/s")  # fmt: skip
+    p.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
+                   help="with --samplers: the recipes to compare, of: xreal-100+100 fast-20+20 fast-20+20-feather "
+                   "noise-4+4 noise-6+3-feather noise-4+4-feather data-4+4-feather data-6+3-feather (default: all)")  # fmt: skip
+    p.add_argument("--figure", type=Path, default=None, help="with --samplers: write a PNG of where each recipe's "
+                   "finding went (image and change map per recipe, mask outlined)")  # fmt: skip
+    p.add_argument("--guidance-scale", type=float, default=7.5,
+                   help="guidance of the --against-diffusers comparison (default: 7.5, Stable Diffusion's)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000, help="seed of the conditions (default: 1000)")
     p.add_argument("--source", choices=("simulated", "phantoms"), default="simulated",
                    help="conditions: simulated radiographs' (held-out lung outlines) or phantoms' "
@@ -67,8 +83,13 @@ def run(args) -> None:
         raise XRealInputError("--eta", "must be >= 0")
     if args.output is not None and (not args.output.parent.is_dir() or args.output.is_dir()):
         raise XRealInputError("--output", f"{args.output} is a folder, or its folder does not exist")
+    check_output_file(args.figure, "--figure", ".png")
+    if args.against_diffusers is not None:
+        return _against_diffusers(args)
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
+    if args.samplers:
+        return _samplers(args, pipeline, segmenter)
     variants = (
         args.variants if args.variants is not None else (list(VARIANTS) if pipeline.device.type == "cuda" else [])
     )
@@ -85,4 +106,50 @@ def run(args) -> None:
         from monai_xreal.io.atomic import write_text_atomically
 
         write_text_atomically(args.output, json.dumps(results, indent=2))
+        print(f"wrote {args.output}")
+
+
+def _against_diffusers(args) -> None:
+    from monai_xreal.benchmark.against_diffusers import compare_with_diffusers, format_diffusers_comparison
+
+    results = compare_with_diffusers(
+        args.against_diffusers, batch_sizes=args.batch_sizes, num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale, repeats=args.repeats, seed=args.seed, device=args.device,
+    )  # fmt: skip
+    print(format_diffusers_comparison(results))
+    if args.output is not None:
+        from monai_xreal.io.atomic import write_text_atomically
+
+        write_text_atomically(args.output, json.dumps(results, indent=2))
+        print(f"wrote {args.output}")
+
+
+def _samplers(args, pipeline, segmenter) -> None:
+    from monai_xreal.benchmark import benchmark_conditions
+    from monai_xreal.benchmark.samplers import SAMPLER_RECIPES, compare_samplers, format_sampler_table
+    from monai_xreal.benchmark.suite import hardware
+    from monai_xreal.metrics.judges import load_judges
+
+    unknown = sorted(set(args.recipes or ()) - set(SAMPLER_RECIPES))
+    if unknown:
+        raise XRealInputError("--recipes", f"unknown recipe(s) {unknown}; choose from {list(SAMPLER_RECIPES)}")
+    recipes = {name: SAMPLER_RECIPES[name] for name in args.recipes or SAMPLER_RECIPES}
+    lung_judge, _ = load_judges("packaged", None, device=pipeline.device)
+    conditions = benchmark_conditions(args.num_images, max(64, pipeline.spatial_shape[0]), args.seed, args.source)
+    rows = compare_samplers(pipeline, conditions, segmenter, lung_judge, recipes, batch_size=max(args.batch_sizes),
+                            keep_images=args.figure is not None)  # fmt: skip
+    print(format_sampler_table(rows))
+    if args.figure is not None:
+        import torch
+
+        from monai_xreal.benchmark.samplers import placement_figure
+        from monai_xreal.visualize import save_rgb
+
+        save_rgb(placement_figure(rows, torch.stack([c.pathology for c in conditions])), args.figure)
+        print(f"wrote {args.figure}")
+        rows = [{k: v for k, v in r.items() if k not in ("images", "counterfactuals")} for r in rows]
+    if args.output is not None:
+        from monai_xreal.io.atomic import write_text_atomically
+
+        write_text_atomically(args.output, json.dumps({"hardware": hardware(pipeline.device), "rows": rows}, indent=2))
         print(f"wrote {args.output}")

@@ -134,6 +134,10 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
         "--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)"
     )
     for knob in KNOBS:
+        if knob.kind is str:
+            p.add_argument(knob.option, choices=knob.choices, default=None,
+                           help=f"{knob.help} (default: the bundle's; XReal: {knob.default})")  # fmt: skip
+            continue
         high = "" if knob.high is None else f", at most {knob.high:g}"
         p.add_argument(knob.option, type=_knob_type(knob), default=None,
                        help=f"{knob.help} (from {knob.low:g}{high}; default: the bundle's; XReal: "

@@ -2,8 +2,11 @@
 """XReal's controllers: latent known-region blending, classifier-free guidance and the sampling loop."""
 
 from monai_xreal.control.blending import (
+    BLENDING_RULES,
     anatomy_keep_weights,
+    blend_clean_prediction,
     blend_known_region,
+    feathered_composite,
     latent_region,
     pathology_keep_weights,
 )
@@ -13,14 +16,17 @@ from monai_xreal.control.sampling import KnownRegion, StepCallback, denoise, per
 from monai_xreal.control.schedulers import SCHEDULERS, make_scheduler, scheduler_name, scheduler_step, set_timesteps
 
 __all__ = [
+    "BLENDING_RULES",
     "SCHEDULERS",
     "ControlledUNet",
     "KnownRegion",
     "StepCallback",
     "anatomy_keep_weights",
+    "blend_clean_prediction",
     "blend_known_region",
     "controlnet_condition",
     "denoise",
+    "feathered_composite",
     "guided_prediction",
     "latent_region",
     "make_scheduler",

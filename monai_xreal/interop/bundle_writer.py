@@ -57,6 +57,7 @@ def _inference_config(conversion: Conversion) -> dict:
     config["pipeline"].update(image_range="@image_range", families="@families")
     config["pipeline"]["sampling_defaults"]["anatomy_step_fraction"] = 0.5  # XReal's published value
     config["num_inference_steps"], config["anatomy_step_fraction"] = 100, 0.5
+    config["pathology_feather"] = 0.0  # a converted model samples as its release did; ``--pathology-feather`` opts in
     return config
 
 

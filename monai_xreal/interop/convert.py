@@ -4,10 +4,12 @@ MONAI networks: one reader per format, each returning a :class:`Conversion` that
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from pydoc import locate
 from typing import Any
 
 import torch
@@ -40,7 +42,15 @@ from monai_xreal.interop.generative import load_generative_state
 from monai_xreal.interop.schedulers import check_betas, compvis_scheduler_definition, diffusers_scheduler_definition
 from monai_xreal.io.hashing import sha256_file as sha256
 
-__all__ = ["FORMATS", "Conversion", "from_compvis", "from_diffusers", "from_model_zoo", "convert"]
+__all__ = [
+    "FORMATS",
+    "Conversion",
+    "convert",
+    "from_compvis",
+    "from_diffusers",
+    "from_model_zoo",
+    "with_fast_attention",
+]
 
 MODEL_ZOO_SCALE_FACTOR = 0.3  # cxr_image_synthesis_latent_diffusion_model's scripts/sampler.py decodes z / 0.3
 _UNET = "monai_xreal.networks.CompVisDiffusionModelUNet"
@@ -83,8 +93,34 @@ def _build(definition: Mapping[str, Any]) -> nn.Module:
     return ConfigParser({"network": dict(definition)}).get_parsed_content("network", instantiate=True)
 
 
+def with_fast_attention(definition: Mapping[str, Any]) -> dict:
+    """The network definition with PyTorch's fused attention (``use_flash_attention``, i.e.
+    ``scaled_dot_product_attention``) switched on where its network class has the option.
+
+    MONAI's networks default to a matmul-softmax attention that materialises every attention matrix; the fused
+    kernel gives the same outputs (to float rounding) and is what diffusers runs, so a converted model without it
+    samples ~2.7x slower than the original on the same weights (``docs/benchmarks.md``). Every converter's network
+    goes through here.
+    """
+    definition = dict(definition)
+    if _takes(locate(definition["_target_"]), "use_flash_attention"):
+        definition["use_flash_attention"] = True
+    return definition
+
+
+def _takes(network: type | None, argument: str) -> bool:
+    """Whether ``network(...)`` accepts ``argument``, following ``**kwargs`` up to the base classes."""
+    for cls in getattr(network, "__mro__", ())[:-1]:
+        parameters = inspect.signature(cls.__init__).parameters
+        if argument in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
+
+
 def _network(arguments: Mapping[str, Any], target: str, state: Mapping[str, torch.Tensor], source: str) -> tuple:
-    definition = {"_target_": target, **arguments}
+    definition = with_fast_attention({"_target_": target, **arguments})
     return definition, load_exactly(_build(definition), state, source)
 
 
@@ -289,7 +325,7 @@ def from_model_zoo(bundle: str | Path, text_encoder: str | Path | None) -> Conve
         ("autoencoder", "autoencoder_def", "load_autoencoder_path", ("autoencoder.pt", "autoencoder.pth")),
         ("unet", "diffusion_def", "load_diffusion_path", ("model.pt", "diffusion_model.pth", "diffusion_model.pt")),
     ):  # fmt: skip
-        definition = {k: v for k, v in parser[key].items() if not k.startswith("_requires_")}
+        definition = with_fast_attention({k: v for k, v in parser[key].items() if not k.startswith("_requires_")})
         weights = _model_zoo_file(root, parser, path_id, fallbacks)
         module = load_generative_state(_build(definition), read_checkpoint(weights), str(weights))
         networks[component] = (definition, module)

@@ -80,6 +80,9 @@ class GenerateParams:
     eta: float | None = None
     anatomy_soft_value: float | None = None
     anatomy_step_fraction: float | None = None
+    blending: str | None = None
+    anatomy_num_inference_steps: int | None = None
+    pathology_feather: float | None = None
     scheduler: str | None = None
     boxes: list[list[float]] = field(default_factory=list)
     output_grid: str = "input"
@@ -165,10 +168,12 @@ def _number(value, name: str, integer: bool = False, low: float | None = None, h
     return number
 
 
-def _knob(value, knob: Knob, limits: GenerateLimits) -> int | float | None:
+def _knob(value, knob: Knob, limits: GenerateLimits) -> int | float | str | None:
     """A sampling knob of the request (``None``: the bundle's default), in its range (steps: also the server's)."""
     if value is None:
         return None
+    if knob.kind is str:
+        return knob.check(value)
     high = min(knob.high, limits.max_steps) if knob.name == "num_inference_steps" else knob.high
     return knob.kind(_number(value, knob.alias or knob.name, integer=knob.kind is int, low=knob.low, high=high))
 

@@ -12,7 +12,7 @@ from monai_xreal.metrics.adherence import (
 from monai_xreal.metrics.box_segmenter import prepare_box_inputs, segment_with_box
 from monai_xreal.metrics.diversity import MS_SSIM_WEIGHTS, intra_condition_ms_ssim, ms_ssim_weights
 from monai_xreal.metrics.evaluation import EvaluationResult, GenerationEvaluation, load_real_images, sample_seed
-from monai_xreal.metrics.fid import extract_features, frechet_distance
+from monai_xreal.metrics.fid import extract_features, frechet_distance, kernel_distance
 from monai_xreal.metrics.judges import (
     HeartBoxJudge,
     JudgeScores,
@@ -43,6 +43,7 @@ __all__ = [
     "anatomy_dice",
     "extract_features",
     "frechet_distance",
+    "kernel_distance",
     "intra_condition_ms_ssim",
     "judge_anatomy",
     "labels_in_prompt",

@@ -54,18 +54,19 @@ class CompVisAutoencoderKL(AutoencoderKL):
         latent_channels: int = 4,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-6,
+        use_flash_attention: bool = False,
     ) -> None:
         attention_levels = tuple(attention_levels or (False,) * len(channels))
         super().__init__(
             spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
             num_res_blocks=num_res_blocks, channels=channels, attention_levels=attention_levels,
             latent_channels=latent_channels, norm_num_groups=norm_num_groups, norm_eps=norm_eps,
-            with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True,
+            with_encoder_nonlocal_attn=True, with_decoder_nonlocal_attn=True, use_flash_attention=use_flash_attention,
         )  # fmt: skip
         self.decoder = Decoder(
             spatial_dims=spatial_dims, channels=channels, in_channels=latent_channels, out_channels=out_channels,
             num_res_blocks=(num_res_blocks + 1,) * len(channels), norm_num_groups=norm_num_groups, norm_eps=norm_eps,
-            attention_levels=attention_levels, with_nonlocal_attn=True,
+            attention_levels=attention_levels, with_nonlocal_attn=True, use_flash_attention=use_flash_attention,
         )  # fmt: skip
         self.encoder.blocks[-1] = Convolution(
             spatial_dims, channels[-1], 2 * latent_channels, strides=1, kernel_size=3, padding=1, conv_only=True

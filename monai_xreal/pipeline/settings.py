@@ -26,7 +26,7 @@ class Knob:
 
     Attributes:
         name: the pipeline's keyword (``num_inference_steps``); the CLI option is ``--`` + name with dashes.
-        kind: ``int`` or ``float``.
+        kind: ``int``, ``float`` or ``str`` (then one of ``choices``).
         default: XReal's published value.
         low, high: the accepted closed range (``None``: unbounded).
         help: one line for ``--help`` and the Label task's documentation.
@@ -35,18 +35,23 @@ class Knob:
 
     name: str
     kind: type
-    default: float
+    default: float | str
     low: float | None
     high: float | None
     help: str
     alias: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def check(self, value) -> int | float:
+    def check(self, value) -> int | float | str:
         """``value`` as this knob's type, or an :class:`XRealInputError` naming the knob."""
+        if self.kind is str:
+            if value not in self.choices:
+                raise XRealInputError(self.name, f"must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
         kind = "an integer" if self.kind is int else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise XRealInputError(self.name, f"must be {kind}, got {value!r}")
@@ -64,10 +69,38 @@ KNOBS: tuple[Knob, ...] = (
     Knob("anatomy_soft_value", float, 0.2, 0.0, 1.0, "anatomy blending weight outside the organs"),
     Knob("anatomy_step_fraction", float, 0.5, 0.0, 1.0, "share of the steps, from the start, with anatomy blending"),
     Knob("eta", float, 1.0, 0.0, None, "DDIM noise weight (0: deterministic DDIM)"),
+    Knob(
+        "blending",
+        str,
+        "noise",
+        None,
+        None,
+        "how known regions are held: 'noise' (XReal: the known latent, noised "
+        "afresh, pasted before each step) or 'data' (in the model's clean estimate, consistent with the solver: "
+        "holds at a few steps)",
+        choices=("noise", "data"),
+    ),
+    Knob(
+        "anatomy_num_inference_steps",
+        int,
+        0,
+        0,
+        1000,
+        "reverse steps of the anatomy stage when a pathology " "stage follows (0: num_inference_steps)",
+    ),
+    Knob(
+        "pathology_feather",
+        float,
+        0.0,
+        0.0,
+        64.0,
+        "composite the finding into the anatomy image after decoding, "
+        "with a Gaussian edge of this sigma in pixels (0: no compositing, XReal's latent blending alone)",
+    ),
 )
 _BY_NAME = {knob.name: knob for knob in KNOBS}
 
-XREAL_SAMPLING: dict[str, float] = {knob.name: knob.default for knob in KNOBS}
+XREAL_SAMPLING: dict[str, float | str] = {knob.name: knob.default for knob in KNOBS}
 """XReal's published values; a bundle tunes them for its weights (``pipeline#sampling_defaults``)."""
 
 
@@ -84,7 +117,15 @@ class SamplingSettings:
     anatomy_soft_value: float = 0.2
     anatomy_step_fraction: float = 0.5
     eta: float = 1.0
+    blending: str = "noise"
+    anatomy_num_inference_steps: int = 0
+    pathology_feather: float = 0.0
     scheduler: str = "ddim"
+
+    @property
+    def anatomy_steps(self) -> int:
+        """Reverse steps of the anatomy stage when a pathology stage follows."""
+        return self.anatomy_num_inference_steps or self.num_inference_steps
 
     def __post_init__(self) -> None:
         for knob in KNOBS:
@@ -105,6 +146,10 @@ class SamplingSettings:
             raise XRealInputError("sampling", f"unknown knob(s) {sorted(unknown)}; known: {sorted(XREAL_SAMPLING)}")
         values |= {name: value for name, value in choices.items() if value is not None}
         return cls(**values, scheduler=scheduler)
+
+    def for_anatomy_stage(self) -> SamplingSettings:
+        """The settings of an anatomy stage followed by a pathology stage (its own step count)."""
+        return replace(self, num_inference_steps=self.anatomy_steps)
 
     def knobs(self) -> dict[str, float]:
         """The knobs as the pipeline's keyword arguments (without the scheduler)."""

@@ -10,7 +10,13 @@ from monai.data import MetaTensor
 from monai.networks.schedulers import Scheduler
 from torch import nn
 
-from monai_xreal.control import KnownRegion, StepCallback, anatomy_keep_weights, pathology_keep_weights
+from monai_xreal.control import (
+    KnownRegion,
+    StepCallback,
+    anatomy_keep_weights,
+    feathered_composite,
+    pathology_keep_weights,
+)
 from monai_xreal.errors import XRealInputError
 from monai_xreal.pipeline.base import LatentDiffusionPipeline, Progress
 from monai_xreal.pipeline.codec import to_channels, to_gray
@@ -78,6 +84,9 @@ class XRealPipeline(LatentDiffusionPipeline):
         anatomy_soft_value: float | None = None,
         anatomy_step_fraction: float | None = None,
         eta: float | None = None,
+        blending: str | None = None,
+        anatomy_num_inference_steps: int | None = None,
+        pathology_feather: float | None = None,
         scheduler: str | Scheduler | None = None,
         timestep_spacing: str = "leading",
         seed: int | Sequence[int] | None = None,
@@ -97,7 +106,8 @@ class XRealPipeline(LatentDiffusionPipeline):
                 in the anatomy map's pixel grid (see ``BoxesToMask``); ``None`` for no pathology stage, in which
                 case the prompt conditions the anatomy stage instead.
             prompt: one prompt for the batch, or ``B`` prompts.
-            num_inference_steps, guidance_scale, anatomy_soft_value, anatomy_step_fraction, eta: the sampling knobs
+            num_inference_steps, guidance_scale, anatomy_soft_value, anatomy_step_fraction, eta, blending,
+                anatomy_num_inference_steps, pathology_feather: the sampling knobs
                 (:data:`~monai_xreal.pipeline.settings.KNOBS`); each left ``None`` takes the bundle's default.
             scheduler: ``"ddim"``, ``"ddpm"``, ``"pndm"``, a MONAI scheduler object, or ``None`` for the bundle's.
             timestep_spacing: ``"leading"`` (CompVis / XReal grid) or ``"scheduler"`` (the scheduler's own).
@@ -116,7 +126,9 @@ class XRealPipeline(LatentDiffusionPipeline):
             the model grid over the anatomy map's (when that was a ``MetaTensor``).
         """
         knobs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
-                 "anatomy_soft_value": anatomy_soft_value, "anatomy_step_fraction": anatomy_step_fraction}  # fmt: skip
+                 "anatomy_soft_value": anatomy_soft_value, "anatomy_step_fraction": anatomy_step_fraction,
+                 "blending": blending, "anatomy_num_inference_steps": anatomy_num_inference_steps,
+                 "pathology_feather": pathology_feather}  # fmt: skip
         if control == "controlnet":
             from monai_xreal.pipeline.controlnet import ControlNetPipeline
 
@@ -135,12 +147,17 @@ class XRealPipeline(LatentDiffusionPipeline):
         context, empty, uncond = self.prompt_contexts(prompts, settings.guidance_scale)
         run = dict(settings=settings, sampler=sampler, generators=streams, timestep_spacing=timestep_spacing,
                    batched_guidance=batched_guidance)  # fmt: skip
-        steps = settings.num_inference_steps * (2 if region is not None else 1)
+        steps = (
+            settings.anatomy_steps + settings.num_inference_steps
+            if region is not None
+            else settings.num_inference_steps
+        )
         progress_bar = Progress(callback, steps, progress)
         try:
             # XReal's prompt rule: the anatomy stage samples on the empty prompt when a pathology stage follows
             if region is not None:
-                images = self.anatomy_stage(anatomy_map, empty, None, callback=progress_bar, **run)
+                stage_one = {**run, "settings": settings.for_anatomy_stage()}
+                images = self.anatomy_stage(anatomy_map, empty, None, callback=progress_bar, **stage_one)
                 images = self.pathology_stage(images, region, context, uncond, callback=progress_bar, **run)
             else:
                 images = self.anatomy_stage(anatomy_map, context, uncond, callback=progress_bar, **run)
@@ -163,7 +180,8 @@ class XRealPipeline(LatentDiffusionPipeline):
         settings: SamplingSettings, generators: Sequence[torch.Generator], **run,
     ) -> torch.Tensor:  # fmt: skip
         """Stage 1: sample while holding the anatomy controller's latent in the organs (weight 1) and elsewhere
-        (``anatomy_soft_value``) for the first ``round(anatomy_step_fraction * steps)`` steps; free without a map.
+        (``anatomy_soft_value``) for the first ``round(anatomy_step_fraction * steps)`` steps, by the ``blending``
+        rule; free without a map.
 
         Returns:
             ``(B, 1, H, W)`` images in [0, 1].
@@ -172,7 +190,7 @@ class XRealPipeline(LatentDiffusionPipeline):
         if anatomy is not None:
             keep = anatomy_keep_weights(anatomy, self.latent_shape(), settings.anatomy_soft_value)
             steps = round(settings.anatomy_step_fraction * settings.num_inference_steps)
-            known = KnownRegion(self.encode(self.anatomy_image(anatomy), generators), keep, steps)
+            known = KnownRegion(self.encode(self.anatomy_image(anatomy), generators), keep, steps, settings.blending)
         return self.reverse_pass("anatomy", known, context, uncond, settings=settings, generators=generators, **run)
 
     def pathology_stage(
@@ -180,14 +198,20 @@ class XRealPipeline(LatentDiffusionPipeline):
         settings: SamplingSettings, generators: Sequence[torch.Generator], **run,
     ) -> torch.Tensor:  # fmt: skip
         """Stage 2: repaint inside ``pathology`` with the prompt's guidance while holding the re-encoded stage-1
-        ``images`` everywhere outside it, at every step.
+        ``images`` everywhere outside it, at every step (by the ``blending`` rule); with ``pathology_feather`` > 0,
+        the decoded finding is then composited into ``images`` with a feathered edge
+        (:func:`~monai_xreal.control.blending.feathered_composite`), so the rest of the image stays as stage 1 made it.
 
         Returns:
             ``(B, 1, H, W)`` images in [0, 1].
         """
         keep = pathology_keep_weights(pathology, self.latent_shape())
-        known = KnownRegion(self.encode(images, generators), keep, settings.num_inference_steps)
-        return self.reverse_pass("pathology", known, context, uncond, settings=settings, generators=generators, **run)
+        known = KnownRegion(self.encode(images, generators), keep, settings.num_inference_steps, settings.blending)
+        painted = self.reverse_pass("pathology", known, context, uncond, settings=settings, generators=generators,
+                                    **run)  # fmt: skip
+        if settings.pathology_feather == 0:
+            return painted
+        return feathered_composite(painted, images, pathology, settings.pathology_feather)
 
     def anatomy_image(self, anatomy: torch.Tensor) -> torch.Tensor:
         """The anatomy controller's coarse X-ray ``clamp(D(mode(E(m))), 0, 1)``, ``(B, 1, H, W)`` in [0, 1]."""

@@ -196,3 +196,51 @@ def test_the_variant_names_help_lists_are_the_variants_measured():
     from monai_xreal.benchmark.runner import VARIANTS
 
     assert tuple(VARIANTS) == VARIANT_NAMES
+
+
+def test_against_diffusers_converts_and_times_both_pipelines_on_the_same_noise(tmp_path, capsys):
+    """The comparison on a tiny Stable-Diffusion-format model: both pipelines make the same images (so the timing
+    compares the same work), every round times both, and a single round is flagged as too noisy to compare."""
+    pytest.importorskip("diffusers")  # an extra of the test install: always present in CI
+    from monai_xreal.benchmark.stable_diffusion import write_random_stable_diffusion
+
+    folder = tmp_path / "sd"
+    write_random_stable_diffusion(folder, unet_channels=(32, 32), latent_size=8, context_dim=32, text_length=16,
+                                  autoencoder_channels=(32, 32))  # fmt: skip
+    out = tmp_path / "against.json"
+    code = main(["benchmark", "--against-diffusers", str(folder), "--batch-sizes", "1", "2", "--num-inference-steps",
+                 "3", "--repeats", "1", "--output", str(out)])  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert [r["batch_size"] for r in results["rows"]] == [1, 2]
+    for row in results["rows"]:
+        assert row["max_abs_image_difference"] < 1e-4
+        assert row["ratio"]["median"] == pytest.approx(
+            row["converted_seconds"]["median"] / row["diffusers_seconds"]["median"]
+        )
+        assert row["ratio"]["too_noisy"]  # one round cannot be compared
+    assert "converted / diffusers" in capsys.readouterr().out
+
+
+def test_spread_flags_figures_too_noisy_to_compare():
+    from monai_xreal.benchmark.timing import format_spread, spread
+
+    steady = spread([1.0, 1.02, 0.99, 1.01])
+    assert steady["median"] == pytest.approx(1.005) and (steady["min"], steady["max"]) == (0.99, 1.02)
+    assert not steady["too_noisy"] and "too noisy" not in format_spread(steady)
+    assert spread([1.0, 1.3, 1.1])["too_noisy"] and spread([1.0, 1.0])["too_noisy"]
+    assert format_spread(spread([1.0, 1.5, 1.2])).endswith("too noisy")
+
+
+def test_sampler_comparison_counts_evaluations_and_scores_placement(responsive_pipeline):
+    from monai_xreal.benchmark.runner import benchmark_conditions
+    from monai_xreal.benchmark.samplers import compare_samplers, format_sampler_table
+
+    conditions = benchmark_conditions(2, 64, seed=1000, source="phantoms")
+    recipes = {"two steps": dict(num_inference_steps=2, blending="noise"),
+               "short anatomy + feather": dict(num_inference_steps=1, anatomy_num_inference_steps=3, blending="data",
+                                               eta=0.0, pathology_feather=2.0)}  # fmt: skip
+    rows = compare_samplers(responsive_pipeline, conditions, recipes=recipes, batch_size=2, progress=False)
+    assert [r["unet_evaluations_per_image"] for r in rows] == [2 + 2 * 2, 3 + 2 * 1]
+    assert all(0 <= r["placement"] <= 1 and r["images_per_second"] > 0 for r in rows)
+    assert "| short anatomy + feather | 5 |" in format_sampler_table(rows)

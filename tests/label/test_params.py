@@ -24,11 +24,13 @@ from monai_xreal.label.results import check_image_size, check_upload, write_resu
 def test_params_fill_defaults_and_accept_numeric_text_and_aliases():
     params = GenerateParams.from_request(
         {"model": "xreal_generate", "prompt": "Cardiomegaly", "seed": "7", "num_inference_steps": "12",
-         "guidance_scale": 3, "eta": "0.5", "boxes": [1, 2, 30, 40], "result_extension": ".png", "client_id": "x"}
+         "guidance_scale": 3, "eta": "0.5", "boxes": [1, 2, 30, 40], "result_extension": ".png", "client_id": "x",
+         "blending": "data", "pathology_feather": "1.5"}
     )  # fmt: skip
     assert params.echo() == {
         "prompt": "Cardiomegaly", "seed": 7, "steps": 12, "guidance": 3.0, "eta": 0.5, "anatomy_soft_value": None,
-        "anatomy_step_fraction": None, "scheduler": None, "boxes": [[1.0, 2.0, 30.0, 40.0]], "output_grid": "input",
+        "anatomy_step_fraction": None, "blending": "data", "anatomy_num_inference_steps": None,
+        "pathology_feather": 1.5, "scheduler": None, "boxes": [[1.0, 2.0, 30.0, 40.0]], "output_grid": "input",
         "result_extension": ".png",
     }  # fmt: skip
     drawn = GenerateParams.from_request({})
@@ -49,6 +51,8 @@ def test_params_fill_defaults_and_accept_numeric_text_and_aliases():
         ({"prompt": 3}, XRealInputError, "prompt: must be text"),
         ({"prompt": "x" * 2001}, RequestTooLarge, "prompt: 2001 characters"),
         ({"scheduler": "euler"}, XRealInputError, "scheduler: unknown scheduler 'euler'"),
+        ({"blending": "pixels"}, XRealInputError, "blending: must be one of noise, data, got 'pixels'"),
+        ({"pathology_feather": 100}, XRealInputError, "pathology_feather: 100 is outside [0.0, 64.0]"),
         ({"output_grid": "world"}, XRealInputError, "output_grid: must be 'input' or 'model'"),
         ({"result_extension": ".jpg"}, XRealInputError, "result_extension: '.jpg' is not one of"),
         ({"boxes": "1,2,3,4"}, XRealInputError, "boxes: must be a list"),

@@ -14,11 +14,14 @@ from monai_xreal.pipeline.settings import KNOBS, XREAL_SAMPLING, SamplingSetting
 
 def test_xreal_defaults_and_resolution_order():
     assert XREAL_SAMPLING == {"num_inference_steps": 100, "guidance_scale": 7.0, "anatomy_soft_value": 0.2,
-                              "anatomy_step_fraction": 0.5, "eta": 1.0}  # fmt: skip
+                              "anatomy_step_fraction": 0.5, "eta": 1.0, "blending": "noise",
+                              "anatomy_num_inference_steps": 0, "pathology_feather": 0.0}  # fmt: skip
     bundle = {"num_inference_steps": 50, "anatomy_step_fraction": 0.7}
     settings = SamplingSettings.resolve(bundle, scheduler="pndm", guidance_scale=3.0, eta=None)
     assert settings.as_dict() == {"num_inference_steps": 50, "guidance_scale": 3.0, "anatomy_soft_value": 0.2,
-                                  "anatomy_step_fraction": 0.7, "eta": 1.0, "scheduler": "pndm"}  # fmt: skip
+                                  "anatomy_step_fraction": 0.7, "eta": 1.0, "blending": "noise",
+                                  "anatomy_num_inference_steps": 0, "pathology_feather": 0.0,
+                                  "scheduler": "pndm"}  # fmt: skip
     assert SamplingSettings.from_record({**settings.as_dict(), "seed": 4, "batch_seeds": [4]}) == settings
 
 

@@ -27,9 +27,10 @@ def _trace(pipe, **kwargs) -> dict:
     return {"images": images, **seen}
 
 
-@pytest.fixture()
-def two_prompts(responsive_pipeline, anatomy, pathology):
-    common = dict(anatomy=anatomy, pathology=pathology, guidance_scale=7.0)
+@pytest.fixture(params=["noise", "data"])
+def two_prompts(request, responsive_pipeline, anatomy, pathology):
+    """Both blending rules keep XReal's rules."""
+    common = dict(anatomy=anatomy, pathology=pathology, guidance_scale=7.0, blending=request.param)
     pipe = responsive_pipeline
     return _trace(pipe, prompt="Cardiomegaly", **common), _trace(pipe, prompt="Pneumothorax", **common)
 

@@ -93,7 +93,8 @@ def test_sidecar_says_how_each_image_was_made(tiny_bundle, mask_files, tmp_path)
     assert record["anatomy"]["sha256"] == sha256(mask_files["anatomy"])
     assert record["pathology"]["sha256"] == sha256(mask_files["pathology"])
     assert record["sampling"] == {"num_inference_steps": 2, "guidance_scale": 3.5, "anatomy_soft_value": 0.2,
-                                  "anatomy_step_fraction": 0.7, "eta": 1.0, "scheduler": "ddim", "seed": 11,
+                                  "anatomy_step_fraction": 0.7, "eta": 1.0, "blending": "noise",
+                                  "anatomy_num_inference_steps": 0, "pathology_feather": 2.0, "scheduler": "ddim", "seed": 11,
                                   "batch_seeds": [10, 11], "batch_index": 1}  # fmt: skip
     assert record["software"]["torch"] == torch.__version__ and record["software"]["monai"]
     assert record["output"] == {"file": "xreal_seed11.png", "format": "png", "sha256": sha256(out / "xreal_seed11.png")}
