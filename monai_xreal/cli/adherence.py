@@ -7,7 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from monai_xreal.cli.options import add_judge_options, check_output_file, make_parent, torch_device
+from monai_xreal.cli.options import (
+    add_judge_options,
+    add_knob_options,
+    check_output_file,
+    make_parent,
+    sampling_knobs,
+    torch_device,
+)
 from monai_xreal.errors import XRealInputError
 
 HELP = "measure anatomy adherence: Dice between requested label maps and the segmentation of the generated CXRs"
@@ -33,8 +40,7 @@ def add_parser(commands) -> None:
                    help="simulated: the real lung outlines to warp towards (default: held-out)")  # fmt: skip
     p.add_argument("--num-images", type=int, default=64, help="number of conditions (default: 64)")
     p.add_argument("--seed", type=int, default=1000, help="seed of the conditions; keep it apart from training")
-    p.add_argument("--num-inference-steps", type=int, default=50, help="sampling steps per stage (default: 50)")
-    p.add_argument("--guidance-scale", type=float, default=7.0, help="classifier-free guidance (default: 7.0)")
+    add_knob_options(p)
     p.add_argument("--control", choices=("xreal", "controlnet"), default="xreal", help="control mode (default: xreal)")
     p.add_argument("--batch-size", type=int, default=8, help="conditions per pipeline call (default: 8)")
     p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
@@ -99,7 +105,7 @@ def run(args) -> None:
     from monai_xreal.metrics import load_judges, load_segmenter, measure_anatomy_adherence
     from monai_xreal.visualize import condition_grid, save_rgb
 
-    for name in ("num_images", "num_inference_steps", "batch_size"):
+    for name in ("num_images", "batch_size"):
         if getattr(args, name) < 1:
             raise XRealInputError(f"--{name.replace('_', '-')}", "must be a positive integer")
     check_output_file(args.output, "--output")
@@ -107,14 +113,15 @@ def run(args) -> None:
     pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
     segmenter = load_segmenter(args.segmenter, device=pipeline.device)
     lung_judge, heart_judge = load_judges(args.lung_judge, args.heart_judge, device=pipeline.device)
+    settings = pipeline.settings(args.scheduler, **sampling_knobs(args))  # the bundle's defaults filled in
     result = measure_anatomy_adherence(
         pipeline, segmenter, _condition_batches(args, pipeline.spatial_shape[0]), progress=True,
-        num_inference_steps=args.num_inference_steps, guidance_scale=args.guidance_scale, control=args.control,
-        lung_judge=lung_judge, heart_judge=heart_judge,
+        scheduler=args.scheduler, control=args.control, lung_judge=lung_judge, heart_judge=heart_judge,
+        **settings.knobs(),
     )  # fmt: skip
     source = str(args.conditions) if args.conditions is not None else args.source
-    summary = {**result.summary(), "num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
-               "control": args.control, "conditions": source, "seed": args.seed}  # fmt: skip
+    summary = {**result.summary(), "sampling": settings.as_dict(), "control": args.control, "conditions": source,
+               "seed": args.seed}  # fmt: skip
     if args.conditions is None and args.source == "simulated":
         summary["lung_shapes"] = args.lung_shapes
     print(json.dumps(summary, indent=2))

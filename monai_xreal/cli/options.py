@@ -121,18 +121,11 @@ def _knob_type(knob):
     return parse
 
 
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    """The bundle, sampling knobs, device and output options the generating commands share.
-
-    Every knob's option, range and help come from :data:`monai_xreal.pipeline.settings.KNOBS`; left unset, a knob
-    takes the bundle's value for its weights.
-    """
-    from monai_xreal.io.formats import IMAGE_FORMATS
+def add_knob_options(p: argparse.ArgumentParser) -> None:
+    """One option per sampling knob, and ``--scheduler``: names, ranges and help from
+    :data:`monai_xreal.pipeline.settings.KNOBS`; left unset, a knob takes the bundle's value for its weights."""
     from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES
 
-    p.add_argument(
-        "--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)"
-    )
     for knob in KNOBS:
         if knob.kind is str:
             p.add_argument(knob.option, choices=knob.choices, default=None,
@@ -143,6 +136,17 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                        help=f"{knob.help} (from {knob.low:g}{high}; default: the bundle's; XReal: "
                        f"{knob.default:g})")  # fmt: skip
     p.add_argument("--scheduler", choices=SCHEDULER_NAMES, default=None, help="sampler (default: the bundle's)")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """The bundle, sampling knobs (:func:`add_knob_options`), device and output options the generating commands
+    share."""
+    from monai_xreal.io.formats import IMAGE_FORMATS
+
+    p.add_argument(
+        "--bundle", type=Path, default=None, help="generator bundle folder (default: the embedded cxr_xreal)"
+    )
+    add_knob_options(p)
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per network call (default: 4)")
     p.add_argument("--format", choices=sorted(IMAGE_FORMATS), default=None,
                    help="png, nii.gz, nii or dcm (a synthetic DICOM Secondary Capture); default: png")  # fmt: skip

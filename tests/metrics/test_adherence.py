@@ -43,7 +43,7 @@ def test_adherence_command_on_simulated_conditions_with_the_judges(tiny_bundle, 
                  "--output", str(out), "--figure", str(figure)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["num_samples"] == 2 and len(report["dice"]) == 2 and report["num_inference_steps"] == 2
+    assert report["num_samples"] == 2 and len(report["dice"]) == 2 and report["sampling"]["num_inference_steps"] == 2
     assert report["conditions"] == "simulated" and report["lung_shapes"] == "held-out"
     judges = report["independent_judges"]
     assert judges["real_lung_judge"]["num_samples"] == 2 and judges["heart_box_judge"]["num_samples"] == 2
