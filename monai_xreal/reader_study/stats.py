@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import Iterable, Mapping
 
@@ -11,7 +13,9 @@ import numpy as np
 from monai_xreal.metrics.figures import bar_chart, stack_vertically
 from monai_xreal.reader_study.store import ANSWERS
 
-__all__ = ["cohen_kappa", "reader_report", "report_figure"]
+__all__ = ["ANSWER_COLUMNS", "answers_csv", "cohen_kappa", "reader_report", "report_figure"]
+
+ANSWER_COLUMNS = ("study", "reader", "image", "sha256", "truth", "answer", "confidence", "answered_at")
 
 
 def cohen_kappa(first: list[str], second: list[str], categories: Iterable[str] = ANSWERS) -> float | None:
@@ -32,8 +36,9 @@ def cohen_kappa(first: list[str], second: list[str], categories: Iterable[str] =
     return (observed - expected) / (1.0 - expected)
 
 
-def reader_report(answers: list[Mapping], readers: int, images: int) -> dict:
-    """The study's statistics from :meth:`~monai_xreal.reader_study.store.StudyStore.answers`.
+def reader_report(answers: list[Mapping], readers: int, images: int, study: str | None = None) -> dict:
+    """The study's statistics from :meth:`~monai_xreal.reader_study.store.StudyStore.answers`; ``study`` (the
+    study id, SHA-256 of its frozen definition) is named first in the report.
 
     Per reader: ``answered``; ``accuracy`` (correct among the real/fake answers); ``sensitivity`` (fakes called
     fake, among the fakes the reader saw: "unsure" counts as missed); ``specificity`` (reals called real, among the
@@ -67,12 +72,23 @@ def reader_report(answers: list[Mapping], readers: int, images: int) -> dict:
                                       "kappa": cohen_kappa([a[i] for i in shared], [b[i] for i in shared])}  # fmt: skip
     kappas = [p["kappa"] for p in pairs.values() if p["kappa"] is not None]
     return {
+        "study": study,
         "images": images,
         "readers": readers,
         "answers": len(answers),
         "per_reader": per_reader,
         "agreement": {"pairs": pairs, "mean_kappa": float(np.mean(kappas)) if kappas else None},
     }
+
+
+def answers_csv(answers: list[Mapping], study: str) -> str:
+    """Every answer as CSV text, one row each, columns :data:`ANSWER_COLUMNS` (the study id on every row)."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=ANSWER_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for answer in answers:
+        writer.writerow({**answer, "study": study})
+    return text.getvalue()
 
 
 def report_figure(report: Mapping) -> np.ndarray:
