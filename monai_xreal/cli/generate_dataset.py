@@ -27,6 +27,16 @@ def add_parser(commands) -> None:
                    help="folder every mask must be in (default: the datalist's folder)")  # fmt: skip
     p.add_argument("--cpu-threads", type=int, default=1, help="torch threads per process on CPU (default: 1); "
                    "part of the result, so a dataset keeps it across restarts")  # fmt: skip
+    p.add_argument(
+        "--exclude-copies-of",
+        type=Path,
+        default=None,
+        metavar="DATALIST",
+        help="training datalist: a sample that copies one of its images is made again with the next seed "
+        "(3 times at most, then dropped); the manifest records each such try (see docs/memorisation.md)",
+    )
+    p.add_argument("--copy-threshold", type=float, default=None,
+                   help="copy score from which a sample counts as a copy (default: 0.6)")  # fmt: skip
     add_sampling_options(p)
     p.set_defaults(run=run)
 
@@ -35,13 +45,19 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from monai_xreal.engines.distributed import launched_ranks
+    from monai_xreal.errors import XRealInputError
+    from monai_xreal.memorisation import DEFAULT_THRESHOLD
     from monai_xreal.synthesis.dataset import DatasetSpec, generate_dataset
 
+    threshold = DEFAULT_THRESHOLD if args.copy_threshold is None else args.copy_threshold
+    if args.copy_threshold is not None and args.exclude_copies_of is None:
+        raise XRealInputError("copy-threshold", "applies with --exclude-copies-of only")
     spec = DatasetSpec(
         conditions=args.conditions, samples_per_condition=args.samples_per_condition, output_dir=args.output_dir,
         bundle=args.bundle, fmt=args.format or "png", batch_size=args.batch_size, seed=args.seed,
         knobs=sampling_knobs(args), scheduler=args.scheduler, patient_name=args.patient_name,
         patient_id=args.patient_id, data_root=args.data_root, cpu_threads=args.cpu_threads,
+        exclude_copies_of=args.exclude_copies_of, copy_threshold=threshold,
     )  # fmt: skip
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = args.device or torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
@@ -50,4 +66,7 @@ def run(args: argparse.Namespace) -> dict:
     if rank == 0:
         print(f"{args.output_dir}: {summary['images']} images ({summary['generated']} made by rank 0 now, "
               f"{summary['skipped']} found finished); manifest.jsonl and datalist.json written")  # fmt: skip
+        if args.exclude_copies_of is not None:
+            print(f"copies of {args.exclude_copies_of} images: {summary['regenerated']} sample(s) made again, "
+                  f"{summary['dropped']} dropped by rank 0 now (see manifest.jsonl)")  # fmt: skip
     return summary

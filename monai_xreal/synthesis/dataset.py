@@ -7,7 +7,9 @@ seed :func:`sample_seed` ``(seed, c.id, c.seed, k)`` and is always sampled in th
 depend on the number of ranks, on restarts or on which samples were already done. Layout::
 
     dataset.json                      settings, checked on restart; the dataset's DICOM UID root and date
-    manifest.jsonl                    one line per finished image (condition_id, sample_index, seed, file, sha256)
+    manifest.jsonl                    one line per finished image (condition_id, sample_index, seed, file, sha256;
+                                      with --exclude-copies-of, "copies": the tries that copied a training image,
+                                      and "dropped": true, file null, for a sample whose every try did)
     datalist.json                     MONAI datalist {"training": [{"image", "anatomy", "pathology", "prompt"...}]}
     conditions/<id>/anatomy.<ext>     the condition's masks, copied so the dataset stands alone
     images/<id>/<id>_s<k>.<ext>       the images, each with its provenance sidecar <id>_s<k>.json
@@ -19,7 +21,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import groupby
 from pathlib import Path
@@ -33,15 +35,17 @@ from monai_xreal.io import load_mask
 from monai_xreal.io.atomic import atomic_path
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid
 from monai_xreal.io.hashing import sha256_file
+from monai_xreal.memorisation.search import DEFAULT_THRESHOLD
 from monai_xreal.pipeline.seeding import dataset_seed
 from monai_xreal.synthesis.manifest import Manifest, write_atomically
 from monai_xreal.synthesis.provenance import bundle_record, mask_record
-from monai_xreal.synthesis.service import Condition, GenerationService, Sample
+from monai_xreal.synthesis.service import Condition, Generated, GenerationService, Sample
 from monai_xreal.synthesis.writer import IMAGE_FORMATS, SyntheticImageWriter, remove_partials, sidecar_path
 
-__all__ = ["DatasetSpec", "WorkUnit", "generate_dataset", "plan_units", "sample_seed"]
+__all__ = ["MAX_REGENERATIONS", "DatasetSpec", "WorkUnit", "generate_dataset", "plan_units", "sample_seed"]
 
 SCHEMA = "monai_xreal.dataset/1"
+MAX_REGENERATIONS = 3  # a sample that copies a training image is made again with the next seed this often at most
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class DatasetSpec:
 
     ``cpu_threads`` is the torch thread count of each process on CPU: CPU kernels split sums by thread, so it
     is fixed for the whole dataset (like the batch size) for the pixels not to depend on how the run was split.
+
+    ``exclude_copies_of``: a training datalist; a sample whose copy score against its images
+    (:class:`~monai_xreal.memorisation.CopyDetector`) reaches ``copy_threshold`` is made again with the next seed
+    (alone, as a batch of one), up to :data:`MAX_REGENERATIONS` times, then dropped; the manifest records each try.
     """
 
     conditions: Path
@@ -65,6 +73,8 @@ class DatasetSpec:
     patient_id: str = "SYNTHETIC"
     data_root: Path | None = None
     cpu_threads: int = 1
+    exclude_copies_of: Path | None = None
+    copy_threshold: float = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,9 @@ def generate_dataset(
         barrier: waits for every rank (``torch.distributed.barrier``; nothing for one process).
 
     Returns:
-        ``{"generated", "skipped", "images"}``: samples made by this rank, samples found finished, dataset size.
+        ``{"generated", "skipped", "images", "regenerated", "dropped"}``: samples made by this rank, samples found
+        finished, dataset size (on rank 0: without the dropped samples), and of this rank's samples those made again
+        or dropped as copies of ``spec.exclude_copies_of`` images.
     """
     from monai_xreal.pipeline import XRealPipeline
 
@@ -116,6 +128,12 @@ def generate_dataset(
     pipe = XRealPipeline.from_bundle(spec.bundle, device=device)
     for condition in conditions:  # every bad condition fails here, before anything is written
         _check_condition(pipe, condition)
+    detector = None
+    if spec.exclude_copies_of is not None:  # the training set's features, once (a bad datalist fails here too)
+        from monai_xreal.memorisation import CopyDetector
+
+        detector = CopyDetector.from_datalist(spec.exclude_copies_of, threshold=spec.copy_threshold,
+                                              progress=rank == 0)  # fmt: skip
     settings = pipe.settings(spec.scheduler, **spec.knobs)
     settings_record = _settings(spec, settings.as_dict(), bundle_record(pipe, spec.bundle), torch.device(device))
     out = spec.output_dir
@@ -128,7 +146,7 @@ def generate_dataset(
     writer = SyntheticImageWriter(spec.fmt)
     service = GenerationService(pipe, info["bundle"], settings, device)
     created = datetime.fromisoformat(info["created"])
-    counts = {"generated": 0, "skipped": 0}
+    counts = {"generated": 0, "skipped": 0, "regenerated": 0, "dropped": 0}
 
     def done(sample: Sample) -> bool:
         key = sample.extra["dataset"]
@@ -144,18 +162,50 @@ def generate_dataset(
             record = conditions[condition_index]
             batches = ([_sample(out, info, spec, record, condition_index, k, created) for k in unit.samples]
                        for unit in group)  # fmt: skip
-            for generated in service.generate(_condition(out, record), batches, done):
-                written = service.write(generated, writer)
+            condition = _condition(out, record)
+            for generated in service.generate(condition, batches, done):
                 k = generated.sample.extra["dataset"]["sample_index"]
-                manifest.append({"condition_id": record["id"], "sample_index": k, "seed": generated.sample.seed,
-                                 "file": written.path.relative_to(out).as_posix(),
-                                 "sha256": written.sha256})  # fmt: skip
-                counts["generated"] += 1
+                entry = {"condition_id": record["id"], "sample_index": k}
+                if detector is not None:
+                    generated, copies = _without_copies(service, condition, generated, detector)
+                    entry["copies"] = copies
+                    counts["regenerated"] += bool(copies) and generated is not None
+                if generated is None:
+                    entry |= {"seed": None, "file": None, "sha256": None, "dropped": True}
+                    counts["dropped"] += 1
+                else:
+                    written = service.write(generated, writer)
+                    entry |= {"seed": generated.sample.seed, "file": written.path.relative_to(out).as_posix(),
+                              "sha256": written.sha256}  # fmt: skip
+                    counts["generated"] += 1
+                manifest.append(entry)
                 bar.update(1)
     barrier()
+    images = len(conditions) * spec.samples_per_condition
     if rank == 0:
-        _finalize(out, conditions, spec.samples_per_condition)
-    return {**counts, "images": len(conditions) * spec.samples_per_condition}
+        images = _finalize(out, conditions, spec.samples_per_condition)
+    return {**counts, "images": images}
+
+
+def _without_copies(service: GenerationService, condition: Condition, generated: Generated,
+                    detector) -> tuple[Generated | None, list[dict]]:  # fmt: skip
+    """``generated``, or the first of its remakes with the next seeds (each alone, a batch of one, as its record
+    says) that copies no training image; ``None`` when all :data:`MAX_REGENERATIONS` remakes do too. Also returns
+    the tries that were copies: their seed, copy score and nearest training image."""
+    copies = []
+    for remake in range(MAX_REGENERATIONS + 1):
+        check = detector.check(generated.image[None])[0]
+        if not check.flagged:
+            return generated, copies
+        copies.append({"seed": generated.sample.seed, "score": round(check.score, 4),
+                       "nearest": check.nearest.image, "similarity": round(check.nearest.similarity, 4)})  # fmt: skip
+        if remake == MAX_REGENERATIONS:
+            break
+        seed = (generated.sample.seed + 1) % 2**63
+        image = service.sample(condition, [seed])[0]
+        sample = replace(generated.sample, seed=seed)
+        generated = Generated(image, service.record(condition, image, [seed], 0, sample.extra), sample)
+    return None, copies
 
 
 def _check(spec: DatasetSpec) -> None:
@@ -194,7 +244,11 @@ def _settings(spec: DatasetSpec, settings: Mapping, bundle: Mapping, device: tor
         "patient": {"name": spec.patient_name, "id": spec.patient_id},
         "device": device.type,
         "cpu_threads": spec.cpu_threads if device.type == "cpu" else None,
-    }
+        "exclude_copies": None if spec.exclude_copies_of is None else {
+            "training_sha256": sha256_file(spec.exclude_copies_of), "threshold": spec.copy_threshold,
+            "regenerations": MAX_REGENERATIONS,
+        },
+    }  # fmt: skip
 
 
 def _prepare(out: Path, settings: dict, conditions: list[dict]) -> None:
@@ -262,15 +316,18 @@ def _sample(out: Path, info: Mapping, spec: DatasetSpec, condition: Mapping, ind
 
 
 def _is_finished(out: Path, entry: Mapping | None) -> bool:
-    """A journal line whose file and sidecar exist and whose file has the recorded SHA-256."""
+    """A journal line whose file and sidecar exist and whose file has the recorded SHA-256, or a dropped sample."""
     if entry is None:
         return False
+    if entry.get("dropped"):
+        return True
     path = out / entry["file"]
     return path.is_file() and sidecar_path(path).is_file() and sha256_file(path) == entry["sha256"]
 
 
-def _finalize(out: Path, conditions: list[dict], samples_per_condition: int) -> None:
-    """The manifest in datalist order, without superseded lines, and the MONAI datalist."""
+def _finalize(out: Path, conditions: list[dict], samples_per_condition: int) -> int:
+    """The manifest in datalist order, without superseded lines, and the MONAI datalist (without dropped samples);
+    returns the number of images."""
     manifest = Manifest(out / "manifest.jsonl")
     entries = manifest.entries()
     ordered, training = [], []
@@ -280,9 +337,12 @@ def _finalize(out: Path, conditions: list[dict], samples_per_condition: int) -> 
             if entry is None:
                 raise RuntimeError(f"sample {k} of {condition['id']!r} is missing from {manifest.path} after the run")
             ordered.append(entry)
+            if entry.get("dropped"):
+                continue
             item = {"image": entry["file"], "prompt": condition["prompt"], "condition_id": condition["id"],
                     "sample_index": k, "seed": entry["seed"]}  # fmt: skip
             item |= {key: _mask_copy(condition, key) for key in ("anatomy", "pathology") if key in condition}
             training.append(item)
     manifest.rewrite(ordered)
     write_atomically(out / "datalist.json", json.dumps({"training": training}, indent=2, ensure_ascii=False) + "\n")
+    return len(training)
