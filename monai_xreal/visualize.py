@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["ANATOMY_COLOURS", "condition_grid", "image_grid", "overlay_masks", "save_rgb"]
+__all__ = ["ANATOMY_COLOURS", "condition_grid", "edit_figure", "image_grid", "overlay_masks", "save_rgb"]
 
 # label -> RGB: right lung, left lung, heart, upper mediastinum
 ANATOMY_COLOURS = {1: (66, 135, 245), 2: (52, 199, 89), 3: (235, 64, 52), 4: (245, 197, 66)}
@@ -88,6 +88,39 @@ def condition_grid(samples: Sequence[tuple], columns: int = 4) -> np.ndarray:
         tiles.append(overlay_masks(image))
         tiles.append(overlay_masks(image, anatomy, pathology))
     return image_grid(tiles, 2 * columns)
+
+
+def edit_figure(before, after, region, size: int = 512) -> np.ndarray:
+    """An edit side by side: before, after (the region outlined) and the change ``|after - before|`` stretched to
+    its largest value.
+
+    Args:
+        before, after: ``(1, X, Y)`` or ``(X, Y)`` images in [0, 1], MONAI order, of one size.
+        region: ``(X, Y)`` binary mask of what the edit was allowed to change.
+        size: the tiles' longest side in pixels (large radiographs are area-averaged down to it, small ones
+            enlarged).
+
+    Returns:
+        ``(H, W, 3)`` uint8, ready for :func:`save_rgb`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def small(array, mask: bool = False) -> np.ndarray:
+        tensor = torch.as_tensor(np.asarray(array, dtype=np.float32)).reshape(1, 1, *np.shape(array)[-2:])
+        scale = size / max(tensor.shape[-2:])
+        shape = [max(1, round(s * scale)) for s in tensor.shape[-2:]]
+        if scale > 1:  # small images are enlarged, pixels kept sharp
+            out = F.interpolate(tensor, size=shape, mode="nearest-exact")
+        else:
+            out = F.adaptive_max_pool2d(tensor, shape) if mask else F.interpolate(tensor, size=shape, mode="area")
+        return out[0, 0].numpy()
+
+    before, after, region = small(before), small(after), small(region, mask=True) > 0
+    change = np.abs(after - before)
+    change = change / change.max() if change.max() > 0 else change
+    tiles = [overlay_masks(before), overlay_masks(after, pathology=region), overlay_masks(change, pathology=region)]
+    return image_grid(tiles, columns=3)
 
 
 def save_rgb(array: np.ndarray, path: str | Path) -> Path:

@@ -165,3 +165,14 @@ def responsive_pipeline(tiny_bundle):
         if not parameter.any():
             parameter.data = 0.05 * torch.randn(parameter.shape, generator=generator)
     return pipeline
+
+
+def dciodvfy_report(path) -> str:
+    """dicom3tools' IOD validator's report on a DICOM file (the test fails if the tool is missing)."""
+    import subprocess
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.fail("dciodvfy is not installed: apt-get install dicom3tools (.ci/run does it)")
+    done = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    return done.stdout + done.stderr

@@ -34,8 +34,11 @@ COMMANDS = {
     "judge": "judge",
     "adherence": "adherence",
     "evaluate": "evaluate",
+    "memorisation": "memorisation",
+    "utility": "utility",
     "benchmark": "benchmark",
     "convert": "convert",
+    "edit": "edit",
     "serve": "serve",
     "reader-study": "reader_study",
 }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
@@ -121,12 +122,12 @@ def _knob_type(knob):
     return parse
 
 
-def add_knob_options(p: argparse.ArgumentParser) -> None:
-    """One option per sampling knob, and ``--scheduler``: names, ranges and help from
-    :data:`monai_xreal.pipeline.settings.KNOBS`; left unset, a knob takes the bundle's value for its weights."""
+def add_knob_options(p: argparse.ArgumentParser, names: Collection[str] | None = None) -> None:
+    """One option per sampling knob (those in ``names``, default all), and ``--scheduler``: names, ranges and help
+    from :data:`monai_xreal.pipeline.settings.KNOBS`; left unset, a knob takes the bundle's value for its weights."""
     from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES
 
-    for knob in KNOBS:
+    for knob in (k for k in KNOBS if names is None or k.name in names):
         if knob.kind is str:
             p.add_argument(knob.option, choices=knob.choices, default=None,
                            help=f"{knob.help} (default: the bundle's; XReal: {knob.default})")  # fmt: skip
@@ -163,7 +164,7 @@ def sampling_knobs(args: argparse.Namespace) -> dict:
     """The pipeline's sampling knobs from parsed options (``None``: the bundle's default)."""
     from monai_xreal.pipeline.settings import KNOBS
 
-    return {knob.name: getattr(args, knob.name) for knob in KNOBS}
+    return {knob.name: getattr(args, knob.name, None) for knob in KNOBS}
 
 
 def _judge(text: str) -> str | Path | None:

@@ -27,7 +27,7 @@ def add_parser(commands) -> None:
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument("--bundles", type=Path, default=None, help="folder holding the bundles (default: the embedded)")
     p.add_argument("--models", default="all", help="'all' (default) or a comma-separated subset of "
-                   "xreal_generate,cxr_anatomy")  # fmt: skip
+                   "xreal_generate,xreal_edit,cxr_anatomy")  # fmt: skip
     p.add_argument(
         "--device", default=None, help="torch device for every request (default: the request's, else cuda if available)"
     )

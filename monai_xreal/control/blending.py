@@ -10,6 +10,7 @@ __all__ = [
     "BLENDING_RULES",
     "anatomy_keep_weights",
     "blend_clean_prediction",
+    "feather_inside",
     "blend_known_region",
     "feathered_composite",
     "latent_region",
@@ -152,3 +153,26 @@ def feathered_composite(
 
         weight = GaussianFilter(spatial_dims=2, sigma=sigma).to(weight.device)(weight).clamp(0, 1)
     return weight * painted + (1.0 - weight) * background
+
+
+def feather_inside(region: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Weights that rise from 0 at ``region``'s border to 1 inside it, and are exactly 0 outside it.
+
+    :func:`feathered_composite` lets the feather spill past the mask, which suits generated images; an edit of a
+    real radiograph must leave every pixel outside the region as it was, so its feather lies inside:
+    ``clamp(2 * blur(region) - 1, 0, 1)`` (the Gaussian-blurred mask is 1/2 on the border).
+
+    Args:
+        region: ``(B, 1, H, W)`` binary mask.
+        sigma: the Gaussian's standard deviation in pixels; 0 gives the hard mask.
+
+    Returns:
+        ``(B, 1, H, W)`` weights in [0, 1], 0 wherever ``region`` is 0.
+    """
+    inside = (region > 0).float()
+    if sigma <= 0:
+        return inside
+    from monai.networks.layers import GaussianFilter
+
+    blurred = GaussianFilter(spatial_dims=2, sigma=sigma).to(inside.device)(inside)
+    return (2 * blurred - 1).clamp(0, 1) * inside

@@ -9,6 +9,8 @@ _EXPORTS = {
     "FORMATS": "writers",
     "load_cxr": "cxr",
     "load_mask": "readers",
+    "read_radiograph": "radiograph",
+    "write_radiograph": "radiograph",
     "save_images": "writers",
     "staged_folder": "writers",
     "IMAGE_FORMATS": "formats",

@@ -17,18 +17,27 @@ from pathlib import Path
 __all__ = ["atomic_path", "write_text_atomically"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """A temporary path to write ``path``'s content to; renamed onto ``path`` when the block succeeds, removed when
     it fails. The folder is made if needed; the temporary name is hidden (``.<name>.<random>``) and keeps the
-    suffix, so writers that choose the format by extension (PNG, safetensors) work on it."""
+    suffix, so writers that choose the format by extension (PNG, safetensors) work on it. The file gets
+    ``mode``, or (``None``) the permissions of a file made normally: ``mkstemp`` would leave it private."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes[-1:]), dir=path.parent)
+    suffix = "".join(path.suffixes[-2:] if path.suffixes[-1:] == [".gz"] else path.suffixes[-1:])  # .nii.gz
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     temporary = Path(temporary)
     try:
         yield temporary
+        temporary.chmod(mode if mode is not None else 0o666 & ~_umask())  # mkstemp made it private
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
@@ -37,8 +46,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_text_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` whole or not at all; returns ``path``."""
-    with atomic_path(path) as temporary:
+def write_text_atomically(path: str | Path, text: str, mode: int | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all (``mode``: see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path, mode) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)

@@ -26,9 +26,9 @@ class XRealLabelApp(MONAILabelApp):
 
     Options (``monailabel start_server ... --conf KEY VALUE``):
 
-    - ``models``: ``all`` (default) or a comma-separated subset of ``xreal_generate,cxr_anatomy``;
+    - ``models``: ``all`` (default) or a comma-separated subset of ``xreal_generate,xreal_edit,cxr_anatomy``;
     - ``bundles``: the folder holding the bundles (default: this package's ``bundles/``);
-      ``bundle_xreal_generate`` / ``bundle_cxr_anatomy``: another bundle for one task, a name in that folder or a
+      ``bundle_xreal_generate`` / ``bundle_xreal_edit`` / ``bundle_cxr_anatomy``: another bundle for one task, a name in that folder or a
       path (e.g. a bundle written by ``monai-xreal convert``);
     - ``device``: ``cpu``, ``cuda``, ``cuda:1``... for every request (default: the request's, else CUDA if any);
     - ``preload``: ``true`` builds the networks at start rather than on the first request;
@@ -55,6 +55,7 @@ class XRealLabelApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         from monai_xreal.label.anatomy_task import CXRAnatomyTask
+        from monai_xreal.label.edit_task import XRealEditTask
         from monai_xreal.label.generate_task import XRealGenerateTask
 
         try:
@@ -63,7 +64,7 @@ class XRealLabelApp(MONAILabelApp):
         except XRealInputError as err:
             raise MONAILabelException(MONAILabelError.APP_INIT_ERROR, f"--conf {err}") from None
         device = self.conf.get("device") or None
-        classes = {"xreal_generate": XRealGenerateTask, "cxr_anatomy": CXRAnatomyTask}
+        classes = {"xreal_generate": XRealGenerateTask, "xreal_edit": XRealEditTask, "cxr_anatomy": CXRAnatomyTask}
         infers: dict[str, InferTask] = {}
         for name in names:
             infers[name] = classes[name](roots[name], limits=self.limits, device=device)
@@ -95,8 +96,8 @@ class XRealLabelApp(MONAILabelApp):
                 if not label:
                     raise HTTPException(404, f"image {image!r} has no label tagged {tag!r} in the datastore")
                 request["image"] = label
-        if model == "xreal_generate":
-            request["save_label"] = False  # a generated image is not a label of its anatomy map
+        if model in ("xreal_generate", "xreal_edit"):
+            request["save_label"] = False  # a generated or edited image is not a label of its input
         try:
             return super().infer(request, datastore)
         except RequestTooLarge as err:

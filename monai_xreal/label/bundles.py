@@ -12,7 +12,7 @@ from monai_xreal.errors import XRealInputError
 __all__ = ["MODELS", "resolve_bundle", "resolve_models"]
 
 # infer task name -> the bundle it runs by default
-MODELS = {"xreal_generate": "cxr_xreal", "cxr_anatomy": "cxr_anatomy_segmentation"}
+MODELS = {"xreal_generate": "cxr_xreal", "xreal_edit": "cxr_xreal", "cxr_anatomy": "cxr_anatomy_segmentation"}
 
 
 def resolve_models(models: str) -> list[str]:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from datetime import datetime, timezone
@@ -13,22 +12,21 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import Resize
-from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
-from monailabel.utils.others.generic import device_list, name_to_device
 
-from monai_xreal.bundle import read_bundle_config, weight_file
+from monai_xreal.bundle import read_bundle_config
 from monai_xreal.errors import XRealInputError, XRealInputWarning
 from monai_xreal.io import load_mask
 from monai_xreal.label.params import GenerateLimits, GenerateParams
+from monai_xreal.label.pipeline_task import PipelineInferTask
 from monai_xreal.label.results import check_image_size, check_upload, write_result
 from monai_xreal.pipeline.settings import KNOBS
-from monai_xreal.synthesis.provenance import bundle_record, mask_record
+from monai_xreal.synthesis.provenance import mask_record
 from monai_xreal.synthesis.service import Condition, GenerationService, Sample
 
 __all__ = ["XRealGenerateTask"]
 
 
-class XRealGenerateTask(InferTask):
+class XRealGenerateTask(PipelineInferTask):
     """Generate one CXR from an anatomy label map, an optional pathology mask or boxes, and a prompt.
 
     Request (MONAI Label's ``POST /infer/xreal_generate``):
@@ -52,25 +50,17 @@ class XRealGenerateTask(InferTask):
             available, else the CPU.
     """
 
+    required_weights = ("unet", "autoencoder", "anatomy_controller")
+
     def __init__(
         self, bundle_root: str | Path, limits: GenerateLimits | None = None, device: str | None = None
     ) -> None:
-        self.bundle_root = Path(bundle_root)
-        parser = read_bundle_config(self.bundle_root)
-        self.metadata = parser.get("_meta_", {})
-        labels = parser.get_parsed_content("anatomy_labels")
-        defaults = parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {}
-        self.limits = limits or GenerateLimits()
-        self.device = device
-        self._pipelines: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._bundle_record: dict | None = None
+        labels = read_bundle_config(Path(bundle_root)).get_parsed_content("anatomy_labels")
+        defaults = self.sampling_defaults_of(bundle_root)
         super().__init__(
-            type=InferType.OTHERS,
+            bundle_root, limits, device,
             labels={name: int(value) for value, name in labels.items() if int(value) != 0},
-            dimension=2,
-            description=f"Generate a chest X-ray that follows an anatomy label map, a pathology region and a prompt "
-            f"({self.metadata.get('name', self.bundle_root.name)} {self.metadata.get('version', '')})".strip(),
+            description="Generate a chest X-ray that follows an anatomy label map, a pathology region and a prompt",
             config={
                 "prompt": "",
                 "seed": "",
@@ -79,30 +69,8 @@ class XRealGenerateTask(InferTask):
                 "scheduler": "",
                 "output_grid": "input",
                 "result_extension": ".nii.gz",
-                "device": device_list(),
             },
-        )
-
-    def is_valid(self) -> bool:
-        """Whether the bundle has every weight file its pipeline needs."""
-        try:
-            for component in ("unet", "autoencoder", "anatomy_controller"):
-                weight_file(self.bundle_root, component)
-        except XRealInputError:
-            return False
-        return True
-
-    def load(self, device: str | None = None) -> None:
-        """Build the networks now rather than on the first request."""
-        self.pipeline(self.device or name_to_device(device))
-
-    def pipeline(self, device: str):
-        """The bundle's :class:`~monai_xreal.pipeline.XRealPipeline` on ``device``, built once and kept."""
-        from monai_xreal.pipeline import XRealPipeline
-
-        if device not in self._pipelines:
-            self._pipelines[device] = XRealPipeline.from_bundle(self.bundle_root, device=device)
-        return self._pipelines[device]
+        )  # fmt: skip
 
     def __call__(self, request: dict) -> tuple[str, dict]:
         begin = time.perf_counter()
@@ -111,15 +79,13 @@ class XRealGenerateTask(InferTask):
                             "anatomy", keep_meta=True)  # fmt: skip
         check_image_size(anatomy, "anatomy", self.limits.max_image_size)
         pathology = self._pathology(request, params, anatomy)
-        device = self.device or name_to_device(request.get("device"))
+        device = self.request_device(request)
 
         with self._lock:  # one pipeline per device; its prompt cache is not shared between threads
             pipe = self.pipeline(device)
             knobs = {knob.name: getattr(params, knob.alias or knob.name) for knob in KNOBS}
             settings = pipe.settings(params.scheduler, **knobs)
-            if self._bundle_record is None:
-                self._bundle_record = bundle_record(pipe, self.bundle_root)
-            service = GenerationService(pipe, self._bundle_record, settings, device, datetime.now(timezone.utc))
+            service = GenerationService(pipe, self.bundle_record(pipe), settings, device, datetime.now(timezone.utc))
             condition = Condition(anatomy, pathology, params.prompt, mask_record(None, anatomy),
                                   self._pathology_record(pathology, params))  # fmt: skip
             started = time.perf_counter()

@@ -20,7 +20,15 @@ from monai.transforms import Transform
 from monai_xreal.errors import XRealInputError, XRealInputWarning
 from monai_xreal.transforms import BoxesToMask, ValidateLabelMap
 
-__all__ = ["FINDING_WORDS", "LAYOUTS", "PrepareConditions", "XRealInputWarning", "as_mask_batch", "to_reader_order"]
+__all__ = [
+    "FINDING_WORDS",
+    "LAYOUTS",
+    "PrepareConditions",
+    "XRealInputWarning",
+    "as_mask_batch",
+    "prepare_prompts",
+    "to_reader_order",
+]
 
 LAYOUTS = ("reader", "rows")
 
@@ -124,7 +132,7 @@ class PrepareConditions(Transform):
                 raise XRealInputError("pathology", f"shape {tuple(pathology.shape[2:])} differs from the anatomy "
                                       f"map's {input_shape}")  # fmt: skip
             pathology = F.interpolate((pathology > 0).float(), size=self.spatial_shape, mode="nearest-exact")
-        prompts = self._prompts(data.get("prompt", ""), {m.shape[0] for m in (anatomy, pathology) if m is not None})
+        prompts = prepare_prompts(data.get("prompt", ""), {m.shape[0] for m in (anatomy, pathology) if m is not None})
         if pathology is not None and self.require_region:
             empty_with_prompt = [i for i, p in enumerate(prompts) if p.strip() and not pathology[i].any()]
             if empty_with_prompt:
@@ -132,24 +140,6 @@ class PrepareConditions(Transform):
                     "pathology", f"mask is empty for sample(s) {empty_with_prompt} that have a pathology prompt"
                 )
         return {"anatomy": anatomy, "pathology": pathology, "prompt": prompts, "input_shape": input_shape}
-
-    @staticmethod
-    def _prompts(prompt: str | Sequence[str], sizes: set[int]) -> list[str]:
-        prompts = [prompt] * (max(sizes) if sizes else 1) if isinstance(prompt, str) else [str(p) for p in prompt]
-        for text in set(prompts):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:  # e.g. a lone surrogate from a JSON "\ud800" escape
-                raise XRealInputError("prompt", f"not valid Unicode text: {err.reason} at {err.start}") from None
-            words = set(re.findall(r"[a-z]+", text.lower()))
-            if text.strip() and not words & FINDING_WORDS:
-                warnings.warn(XRealInputWarning(f"prompt: {text[:40]!r} names no finding the model knows "
-                                                "(e.g. 'Cardiomegaly', 'Pleural Effusion', 'No Finding')"), stacklevel=3)  # fmt: skip
-        if len(sizes | {len(prompts)}) > 1:
-            raise XRealInputError(
-                "prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes | {len(prompts)})}"
-            )
-        return prompts
 
     def _warn_about_anatomy(self, anatomy: torch.Tensor) -> None:
         empty = [i for i in range(anatomy.shape[0]) if not anatomy[i].any()]
@@ -162,3 +152,23 @@ class PrepareConditions(Transform):
             warnings.warn(XRealInputWarning(f"anatomy: a {height}x{width} map is stretched to the model's "
                                             f"{target[0]}x{target[1]} grid; crop or pad it to keep its proportions"),
                           stacklevel=3)  # fmt: skip
+
+
+def prepare_prompts(prompt: str | Sequence[str], sizes: set[int]) -> list[str]:
+    """One prompt per sample from one text or a list, checked against the batch sizes ``sizes`` of the other
+    inputs; warns (:class:`XRealInputWarning`) for a prompt that names no finding the model knows."""
+    prompts = [prompt] * (max(sizes) if sizes else 1) if isinstance(prompt, str) else [str(p) for p in prompt]
+    for text in set(prompts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:  # e.g. a lone surrogate from a JSON "\ud800" escape
+            raise XRealInputError("prompt", f"not valid Unicode text: {err.reason} at {err.start}") from None
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        if text.strip() and not words & FINDING_WORDS:
+            warnings.warn(XRealInputWarning(f"prompt: {text[:40]!r} names no finding the model knows "
+                                            "(e.g. 'Cardiomegaly', 'Pleural Effusion', 'No Finding')"), stacklevel=3)  # fmt: skip
+    if len(sizes | {len(prompts)}) > 1:
+        raise XRealInputError(
+            "prompt", f"batch sizes disagree: anatomy, pathology and prompts give {sorted(sizes | {len(prompts)})}"
+        )
+    return prompts

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from monai_xreal.errors import XRealInputError
 
-__all__ = ["KNOBS", "SCHEDULER_NAMES", "XREAL_SAMPLING", "Knob", "SamplingSettings"]
+__all__ = ["EDIT_KNOBS", "KNOBS", "SCHEDULER_NAMES", "XREAL_SAMPLING", "Knob", "SamplingSettings"]
 
 SCHEDULER_NAMES = ("ddim", "ddpm", "pndm")
 """The samplers a call may name (``monai_xreal.control.SCHEDULERS`` maps them to MONAI classes)."""
@@ -99,6 +99,9 @@ KNOBS: tuple[Knob, ...] = (
     ),
 )
 _BY_NAME = {knob.name: knob for knob in KNOBS}
+
+EDIT_KNOBS: tuple[str, ...] = ("num_inference_steps", "guidance_scale", "eta", "blending", "pathology_feather")
+"""The knobs an edit of a radiograph reads (:meth:`XRealPipeline.edit`: the pathology stage alone)."""
 
 XREAL_SAMPLING: dict[str, float | str] = {knob.name: knob.default for knob in KNOBS}
 """XReal's published values; a bundle tunes them for its weights (``pipeline#sampling_defaults``)."""

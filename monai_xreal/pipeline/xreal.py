@@ -14,6 +14,7 @@ from monai_xreal.control import (
     KnownRegion,
     StepCallback,
     anatomy_keep_weights,
+    feather_inside,
     feathered_composite,
     pathology_keep_weights,
 )
@@ -21,6 +22,7 @@ from monai_xreal.errors import XRealInputError
 from monai_xreal.pipeline.base import LatentDiffusionPipeline, Progress
 from monai_xreal.pipeline.codec import to_channels, to_gray
 from monai_xreal.pipeline.conditions import PrepareConditions
+from monai_xreal.pipeline.editing import PrepareEdit, SquareGrid
 from monai_xreal.pipeline.settings import XREAL_SAMPLING, SamplingSettings
 from monai_xreal.transforms import AnatomyToControllerInput
 
@@ -164,6 +166,74 @@ class XRealPipeline(LatentDiffusionPipeline):
         finally:
             progress_bar.close()
         return self.as_output(images, anatomy)
+
+    @torch.no_grad()
+    def edit(
+        self,
+        image,
+        region,
+        prompt: str | Sequence[str] = "",
+        keep=None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        eta: float | None = None,
+        blending: str | None = None,
+        pathology_feather: float | None = None,
+        scheduler: str | Scheduler | None = None,
+        timestep_spacing: str = "leading",
+        seed: int | Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+        progress: bool = False,
+        batched_guidance: bool = True,
+        layout: str = "reader",
+    ) -> MetaTensor:
+        """Repaint ``region`` of radiographs with the pathology stage; every pixel outside it is returned unchanged.
+
+        The images are brought to the model grid (:class:`~monai_xreal.pipeline.editing.SquareGrid`: padded to a
+        square, resized), the pathology stage repaints the region guided by the prompt while holding the rest, and
+        the change it made is resized back and added inside the region with a feather that lies inside it
+        (:func:`~monai_xreal.control.blending.feather_inside`, ``pathology_feather`` model pixels wide). Outside the
+        region the result *is* the input (``torch.where``): edits of a file are bit-exact there after the file's
+        intensity mapping (:mod:`monai_xreal.io.radiograph`).
+
+        Args:
+            image: ``(B, 1, H, W)``, ``(1, H, W)`` or ``(H, W)`` radiographs in [0, 1], bone bright, any size.
+            region: a binary mask of the image's shape (1 = may change), or ``B`` ``(N, 4)`` box arrays in the
+                image's pixel grid.
+            prompt: the finding to paint (``"Pleural Effusion"``), ``"No Finding"`` to remove one, or ``B`` texts.
+            keep: an optional mask of the image's shape that must not change even inside ``region``.
+            num_inference_steps, guidance_scale, eta, blending, pathology_feather: the sampling knobs
+                (:data:`~monai_xreal.pipeline.settings.KNOBS`); ``None`` takes the bundle's default.
+            scheduler, timestep_spacing, seed, callback, progress, batched_guidance, layout: as in
+                :meth:`__call__`.
+
+        Returns:
+            ``(B, 1, H, W)`` ``MetaTensor`` in [0, 1] at the input's size (with its meta when it was a
+            ``MetaTensor``).
+        """
+        request = PrepareEdit(self.device, layout)({"image": image, "region": region, "keep": keep, "prompt": prompt})
+        images, inside, prompts = request["image"], request["region"], request["prompt"]
+        knobs = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "eta": eta,
+                 "blending": blending, "pathology_feather": pathology_feather}  # fmt: skip
+        settings = self.settings(scheduler, **knobs)
+        grid = SquareGrid(images.shape[2:], self.spatial_shape)
+        on_grid = grid.to_grid(images).clamp(0, 1)
+        streams = self.generators(seed, len(prompts))
+        context, _, uncond = self.prompt_contexts(prompts, settings.guidance_scale)
+        progress_bar = Progress(callback, settings.num_inference_steps, progress)
+        try:
+            painted = self.pathology_stage(
+                on_grid, grid.mask_to_grid(inside), context, uncond, settings=settings, sampler=self.sampler(scheduler),
+                generators=streams, callback=progress_bar, timestep_spacing=timestep_spacing,
+                batched_guidance=batched_guidance,
+            )  # fmt: skip
+        finally:
+            progress_bar.close()
+        weight = feather_inside(inside, settings.pathology_feather * grid.scale)
+        edited = (images + weight * grid.from_grid(painted - on_grid)).clamp(0, 1)
+        edited = torch.where(inside > 0, edited, images)
+        meta = dict(image.meta) if isinstance(image, MetaTensor) else {}
+        return MetaTensor(edited, meta=meta)
 
     def prompt_contexts(
         self, prompts: Sequence[str], guidance_scale: float

@@ -29,5 +29,5 @@ def test_options_are_named_alike_across_commands():
         assert not [name for name, opts in options.items() if retired in opts], retired
     for name in ("generate", "generate-dataset", "adherence", "evaluate", "benchmark"):
         assert "--num-inference-steps" in options[name], name
-    for name in ("generate", "phantoms", "simulate", "adherence", "evaluate", "judge", "benchmark"):
+    for name in ("generate", "edit", "phantoms", "simulate", "adherence", "evaluate", "judge", "benchmark"):
         assert "--num-images" in options[name], name

@@ -79,7 +79,7 @@ def server(tmp_path_factory):
     studies, log, port = folder / "studies", folder / "server.log", free_port()
     launcher = Path(sys.executable).parent / "monailabel"
     command = [str(launcher), "start_server", "--app", str(APP_DIR), "--studies", str(studies),
-               "--conf", "models", "xreal_generate,cxr_anatomy", "--conf", "zoo_source", "github",
+               "--conf", "models", "xreal_generate,xreal_edit,cxr_anatomy", "--conf", "zoo_source", "github",
                "--conf", "sam2", "false", "--conf", "max_upload_mb", str(UPLOAD_MB),
                "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "monai_xreal.label.asgi:app"]  # fmt: skip
     # the datastore lists DICOM files as `monai-xreal serve` makes it do
@@ -126,9 +126,9 @@ def result(response, folder: Path) -> tuple[torch.Tensor, dict]:
     return image, params
 
 
-def test_info_lists_both_infer_tasks_with_the_bundle_labels(server):
+def test_info_lists_the_infer_tasks_with_the_bundle_labels(server):
     _, info, _ = server
-    assert set(info["models"]) == {"xreal_generate", "cxr_anatomy"}
+    assert set(info["models"]) == {"xreal_generate", "xreal_edit", "cxr_anatomy"}
     labels = {"right lung": 1, "left lung": 2, "heart": 3, "upper mediastinum": 4}
     assert info["models"]["cxr_anatomy"]["type"] == "segmentation"
     assert info["models"]["cxr_anatomy"]["labels"] == labels
@@ -327,3 +327,37 @@ def test_serve_refuses_bad_options_in_one_line(tmp_path):
     assert f"--studies {tmp_path.resolve()} " in dry.stdout
     dicomweb = serve("--studies", "http://127.0.0.1:8042/dicom-web", "--dry-run")  # a DICOMweb store goes as given
     assert dicomweb.returncode == 0 and "--studies http://127.0.0.1:8042/dicom-web " in dicomweb.stdout
+
+
+def test_a_sent_dicom_is_edited_inside_the_drawn_region_and_comes_back_as_dicom(server, tmp_path):
+    from monai_xreal.io.packaged import packaged_file
+
+    client, _, _ = server
+    pixels = pydicom.dcmread(packaged_file("chest_cr")).pixel_array[::5, ::5] >> 3  # the real CR, 12-bit, 391 x 369
+    source = write_cxr_dicom(tmp_path / "cr.dcm", pixels, "MONOCHROME1", window=(1875, 3750))
+    ds = pydicom.dcmread(source)
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(source)
+    region = np.zeros((1, 369, 391), np.uint8)
+    region[0, 60:160, 220:320] = 1  # x 60-160, y 220-320
+    params = {"prompt": "Pleural Effusion", "seed": 2, "steps": 2}
+    response = infer(client, "xreal_edit", params, file=source, label=png(region, tmp_path, "region"))
+    assert response.status_code == 200, response.text
+    parts = MultipartDecoder(response.content, response.headers["content-type"]).parts
+    echo = json.loads(next(p for p in parts if b'name="params"' in p.headers[b"Content-Disposition"]).text)
+    edited = pydicom.dcmread(io.BytesIO(next(p for p in parts if b"filename=" in p.headers[b"Content-Disposition"]
+                                             and b'name="params"' not in p.headers[b"Content-Disposition"]).content))  # fmt: skip
+    before = pydicom.dcmread(source)
+    changed = before.pixel_array != edited.pixel_array
+    rows, columns = np.nonzero(changed)
+    assert echo["format"] == "dcm" and echo["steps"] == 2 and echo["changed_pixels"] == int(changed.sum()) > 0
+    assert rows.min() >= 220 and rows.max() < 320 and columns.min() >= 60 and columns.max() < 160
+    assert edited.StudyInstanceUID == before.StudyInstanceUID and edited.SOPInstanceUID != before.SOPInstanceUID
+    boxes = infer(client, "xreal_edit", {**params, "boxes": [[60, 220, 160, 320]]}, file=source)
+    assert boxes.status_code == 200, boxes.text
+    for response, reason in (
+        (infer(client, "xreal_edit", params, file=source), "send the edit region"),
+        (infer(client, "xreal_edit", params, file=source, label=png(region[:, :100], tmp_path, "cut")), "differs"),
+        (infer(client, "xreal_edit", {**params, "boxes": [[0, 0, 369, 391]]}, file=source), "covers the whole"),
+    ):
+        assert response.status_code == 422 and reason in response.json()["detail"], response.text

@@ -6,12 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 
 import pydicom
-import pytest
 import torch
-from conftest import randomise_weights
+from conftest import dciodvfy_report, randomise_weights
 from monai.transforms import LoadImage
 
 from monai_xreal.cli.main import main
@@ -24,12 +22,8 @@ def sha256(path) -> str:
 
 def dciodvfy(path) -> str:
     """dicom3tools' IOD validator; its errors (not its warnings) fail the test."""
-    tool = shutil.which("dciodvfy")
-    if tool is None:
-        pytest.fail("dciodvfy is not installed: apt-get install dicom3tools (.ci/run does it)")
-    done = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
-    report = done.stdout + done.stderr
-    assert done.returncode == 0 and "Error" not in report, report
+    report = dciodvfy_report(path)
+    assert "Error" not in report, report
     return report
 
 
