@@ -21,17 +21,16 @@ resume), and a work directory holding runs made with other settings is refused.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import platform
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -47,14 +46,13 @@ from monai_xreal.utility.datalists import (
     read_labelled_datalist,
     study_classes,
 )
-from monai_xreal.utility.figure import save_utility_figure
 from monai_xreal.utility.protocols import PROTOCOL_KINDS, Protocol, build_protocols
+from monai_xreal.utility.runs import RUN_SCHEMA, UtilityRun, predict, spec_digest
 from monai_xreal.utility.stats import bootstrap_auc
 
-__all__ = ["MULTI_GPU_CONFIG", "SCHEMA", "TRAIN_CONFIGS", "UtilityRun", "UtilityStudy", "run_utility_study"]
+__all__ = ["MULTI_GPU_CONFIG", "SCHEMA", "TRAIN_CONFIGS", "UtilityStudy"]
 
 SCHEMA = "monai_xreal.utility/1"
-RUN_SCHEMA = "monai_xreal.utility_run/1"
 # layered over configs/common.json, in order, for every run
 TRAIN_CONFIGS = ("configs/train.json", "configs/utility.json")
 # merged last under torchrun: the bundle's own, else the generator bundle's (it wraps whatever network_def defines)
@@ -64,56 +62,6 @@ STUDY_IDS = frozenset(
     {"bundle_root", "output_dir", "datalist", "dataset_dir", "epochs", "max_epochs", "seed", "classes", "num_classes",
      "initial_weights", "resume", "resume_checkpoint"}
 )  # fmt: skip
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class UtilityRun:
-    """One protocol trained with one seed.
-
-    Attributes:
-        protocol: what it trains on.
-        seed: the bundle's ``seed`` (determinism, and which synthetic images a mixed run draws).
-        folder: its output folder.
-        training: its training items (``image``, ``labels`` over the study's classes, ``source``).
-        spec: what makes it (compared with ``spec.json`` / ``result.json`` on a rerun).
-        pretrain: the run whose ``model.pt`` it starts from (fine-tuning).
-    """
-
-    protocol: Protocol
-    seed: int
-    folder: Path
-    training: tuple[dict, ...]
-    spec: dict
-    pretrain: UtilityRun | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.protocol.name}/seed_{self.seed}"
-
-    @property
-    def model_path(self) -> Path:
-        return self.folder / "model.pt"
-
-    @property
-    def result_path(self) -> Path:
-        return self.folder / "result.json"
-
-    def result(self) -> dict | None:
-        """The finished run's result (``result.json`` for this very spec, with its ``model.pt``), or ``None``."""
-        if not (self.result_path.is_file() and self.model_path.is_file()):
-            return None
-        try:
-            result = json.loads(self.result_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        return result if result.get("spec") == self.spec else None
-
-    def num_training(self) -> dict[str, int]:
-        return {source: sum(item["source"] == source for item in self.training) for source in ("real", "synthetic")}
 
 
 class UtilityStudy:
@@ -225,7 +173,7 @@ class UtilityStudy:
             wanted.insert(at, Protocol("synthetic", "synthetic"))  # pre-training only, not reported
         real, synthetic = self._items(self.real.items), self._items(self.synthetic.items)
         self.test_items = test = self._items(self.test.items)
-        common = {"schema": RUN_SCHEMA, "epochs": self.epochs, "classes": self.classes, "test": _digest(test),
+        common = {"schema": RUN_SCHEMA, "epochs": self.epochs, "classes": self.classes, "test": spec_digest(test),
                   "bundle": str(self.bundle.resolve()), "configs": list(TRAIN_CONFIGS),
                   "overrides": self.spec_overrides}  # fmt: skip
         runs: list[UtilityRun] = []
@@ -235,8 +183,8 @@ class UtilityStudy:
                 training = tuple(protocol.training_items(real, synthetic, seed))
                 pretrain = done[protocol.pretrain] if protocol.pretrain else None
                 spec = {**common, "protocol": protocol.name, "kind": protocol.kind, "ratio": protocol.ratio,
-                        "seed": seed, "training": _digest(training),
-                        "pretrain": _digest(pretrain.spec) if pretrain else None,
+                        "seed": seed, "training": spec_digest(training),
+                        "pretrain": spec_digest(pretrain.spec) if pretrain else None,
                         "learning_rate": self.finetune_learning_rate if pretrain else None}  # fmt: skip
                 folder = self.work_dir / protocol.name / f"seed_{seed}"
                 run = UtilityRun(protocol, seed, folder, training, spec, pretrain)
@@ -344,7 +292,7 @@ class UtilityStudy:
         bar.refresh()
         self._barrier()
         if self.rank == 0:
-            probabilities, labels = self._predict(workflow)
+            probabilities, labels = predict(workflow)
             expected = np.asarray([[item["labels"][c] for c in self.classes] for item in self.test_items])
             if probabilities.shape != expected.shape or not np.array_equal(labels, expected):
                 raise RuntimeError(f"{run.name}: the test evaluator did not return the test set's labels in order")
@@ -356,24 +304,6 @@ class UtilityStudy:
                       "probabilities": probabilities.tolist()}  # fmt: skip
             write_text_atomically(run.result_path, json.dumps(result) + "\n")
         self._barrier()
-
-    @staticmethod
-    def _predict(workflow) -> tuple[np.ndarray, np.ndarray]:
-        """``utility.json``'s ``test#evaluator`` over the test list: ``(N, L)`` probabilities and labels in order."""
-        from ignite.engine import Events
-        from monai.handlers import from_engine
-
-        evaluator = workflow.parser.get_parsed_content("test#evaluator")
-        predictions, labels = [], []
-
-        @evaluator.on(Events.ITERATION_COMPLETED)
-        def _collect(engine) -> None:
-            pred, label = from_engine(["pred", "label"])(engine.state.output)
-            predictions.extend(p.detach().float().cpu() for p in pred)
-            labels.extend(y.detach().float().cpu() for y in label)
-
-        evaluator.run()
-        return torch.stack(predictions).numpy().astype(np.float64), torch.stack(labels).numpy().astype(np.int64)
 
     def run(self, progress: bool = False) -> dict:
         """Train and test every unfinished run, then report every protocol (finished runs are read back).
@@ -446,58 +376,7 @@ class UtilityStudy:
                       "num_training": results[run.name]["num_training"],
                       "initial_weights": results[run.name]["initial_weights"]} for run in self.runs],
             "environment": {"devices": devices, "world_size": self.world_size, "torch": torch.__version__,
-                            "monai": _monai_version(), "cpu": platform.processor() or platform.machine(),
+                            "monai": monai.__version__, "cpu": platform.processor() or platform.machine(),
                             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         }  # fmt: skip
-
-
-def _monai_version() -> str:
-    import monai
-
-    return monai.__version__
-
-
-def run_utility_study(
-    real: str | Path,
-    synthetic: str | Path,
-    test: str | Path,
-    output: str | Path,
-    *,
-    figure: str | Path | None = None,
-    work_dir: str | Path | None = None,
-    progress: bool = False,
-    **options: Any,
-) -> dict:
-    """Run a utility study and write its report (JSON) and figure (PNG).
-
-    The classifier bundle is trained under each protocol (real only, real + synthetic at each ratio, synthetic only,
-    synthetic pre-training then real fine-tuning) with each seed, tested on ``test``; the report gives each
-    protocol's per-label and mean AUC with bootstrap confidence intervals over the seeds and the test images, and its
-    paired difference from the real-only protocol (``delta_vs_real``).
-
-    Args:
-        real, synthetic, test: the datalists (see :class:`UtilityStudy`).
-        output: the report JSON to write.
-        figure: the figure PNG (default: ``output`` with ``.png``).
-        work_dir: the runs' folder (default: ``<output stem>_runs`` beside ``output``); rerunning with it skips
-            the finished runs.
-        progress: a progress bar over the epochs.
-        options: :class:`UtilityStudy`'s keyword options (``protocols``, ``ratios``, ``epochs``, ``seeds``,
-            ``bundle``, ``labels``, ``overrides``, ``device``...).
-
-    Returns:
-        the report: ``settings``, ``test`` (size, each label's positives and negatives), ``protocols`` (per protocol:
-        ``num_training``, ``per_label`` and ``mean_auc`` as ``{"mean", "low", "high", "per_seed", ...}``,
-        ``delta_vs_real``), ``runs`` (each run's folder, whether this call trained it, its time) and
-        ``environment``.
-    """
-    output = Path(output)
-    figure = Path(figure) if figure is not None else output.with_suffix(".png")
-    work_dir = Path(work_dir) if work_dir is not None else output.with_name(f"{output.stem}_runs")
-    study = UtilityStudy(real, synthetic, test, work_dir, **options)
-    report = study.run(progress=progress)
-    if study.rank == 0:
-        write_text_atomically(output, json.dumps(report, indent=2) + "\n")
-        save_utility_figure(report, figure)
-    return report
