@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
         from monai_xreal.visualize import edit_figure, save_rgb
 
         edited = written[0][1]
-        save_rgb(edit_figure(load_cxr(args.image), edited.image, edited.changed), args.figure)
+        save_rgb(edit_figure(load_cxr(args.image), edited.image, edited.region), args.figure)
         print(f"figure: {args.figure}")
     if skipped and not written:
         print("nothing to do: every version is there", file=sys.stderr)

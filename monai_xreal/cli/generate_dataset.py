@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> dict:
     threshold = DEFAULT_THRESHOLD if args.copy_threshold is None else args.copy_threshold
     if args.copy_threshold is not None and args.exclude_copies_of is None:
         raise XRealInputError("copy-threshold", "applies with --exclude-copies-of only")
+    if args.copy_threshold is not None and not 0 < args.copy_threshold <= 1:
+        raise XRealInputError("copy-threshold", f"must be in (0, 1], got {args.copy_threshold}")
     spec = DatasetSpec(
         conditions=args.conditions, samples_per_condition=args.samples_per_condition, output_dir=args.output_dir,
         bundle=args.bundle, fmt=args.format or "png", batch_size=args.batch_size, seed=args.seed,

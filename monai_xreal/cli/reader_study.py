@@ -166,7 +166,7 @@ def write_report(db: Path, folder: Path) -> None:
     finally:
         store.close()
     write_text_atomically(folder / "reader_study.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomically(folder / "answers.csv", table)
+    write_text_atomically(folder / "answers.csv", table, mode=0o600)  # it holds every image's truth
     save_rgb(report_figure(report), folder / "reader_study.png")
     print(f"wrote {folder / 'reader_study.json'}, {folder / 'reader_study.png'} and {folder / 'answers.csv'} "
           f"(study {report['study']})")  # fmt: skip

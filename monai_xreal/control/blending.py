@@ -160,7 +160,9 @@ def feather_inside(region: torch.Tensor, sigma: float) -> torch.Tensor:
 
     :func:`feathered_composite` lets the feather spill past the mask, which suits generated images; an edit of a
     real radiograph must leave every pixel outside the region as it was, so its feather lies inside:
-    ``clamp(2 * blur(region) - 1, 0, 1)`` (the Gaussian-blurred mask is 1/2 on the border).
+    ``clamp(2 * blur(region) - 1, 0, 1)`` (the Gaussian-blurred mask is 1/2 on the border). ``sigma`` is capped at a
+    third of the region's half-width (its deepest pixel's distance to the border), so a narrow region still takes
+    the full change in its middle.
 
     Args:
         region: ``(B, 1, H, W)`` binary mask.
@@ -170,9 +172,16 @@ def feather_inside(region: torch.Tensor, sigma: float) -> torch.Tensor:
         ``(B, 1, H, W)`` weights in [0, 1], 0 wherever ``region`` is 0.
     """
     inside = (region > 0).float()
-    if sigma <= 0:
+    if sigma <= 0 or not inside.any():
         return inside
     from monai.networks.layers import GaussianFilter
+    from scipy.ndimage import distance_transform_edt
 
+    # a region narrower than the feather would be faded out altogether: the feather is at most a third of the
+    # region's own half-width (the largest distance from its border), so its middle always takes the full change
+    depth = max(float(distance_transform_edt(mask[0].cpu().numpy()).max()) for mask in inside if mask.any())
+    sigma = min(sigma, depth / 3)
+    if sigma < 0.5:
+        return inside
     blurred = GaussianFilter(spatial_dims=2, sigma=sigma).to(inside.device)(inside)
     return (2 * blurred - 1).clamp(0, 1) * inside

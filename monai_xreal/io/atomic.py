@@ -17,10 +17,13 @@ from pathlib import Path
 __all__ = ["atomic_path", "write_text_atomically"]
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once, at import: setting it later would race with threads creating files
 
 
 @contextlib.contextmanager
@@ -37,7 +40,7 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     temporary = Path(temporary)
     try:
         yield temporary
-        temporary.chmod(mode if mode is not None else 0o666 & ~_umask())  # mkstemp made it private
+        temporary.chmod(mode if mode is not None else 0o666 & ~_UMASK)  # mkstemp made it private
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)

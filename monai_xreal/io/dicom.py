@@ -125,7 +125,7 @@ def write_dicom(
     ds.ConversionType = "SYN"
     ds.InstanceNumber, ds.PatientOrientation = identity.instance_number, ""
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.RecognizableVisualFeatures = "NO"
+    ds.BurnedInAnnotation, ds.RecognizableVisualFeatures = "NO", "NO"
     mark_synthetic(ds, provenance, "SYNTHETIC IMAGE generated", "not an acquired image of a patient")
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape
@@ -145,8 +145,7 @@ def save_dicom(ds: pydicom.Dataset, path: str | Path) -> Path:
 
 
 def mark_synthetic(ds: pydicom.Dataset, provenance: Mapping, derivation: str, caveat: str) -> None:
-    """Say in ``ds`` that a generative model made its pixels (all of them, or an edited region): Burned In
-    Annotation ``NO``, a Derivation Description naming the model and its SHA-256, Image Comments, and the private
+    """Say in ``ds`` that a generative model made its pixels (all of them, or an edited region): a Derivation Description naming the model and its SHA-256, Image Comments, and the private
     block ``MONAI_XREAL`` (synthetic flag, bundle, version, model digest, the provenance record as JSON).
 
     Args:
@@ -156,7 +155,6 @@ def mark_synthetic(ds: pydicom.Dataset, provenance: Mapping, derivation: str, ca
         caveat: what a reader must know, e.g. ``"not an acquired image of a patient"``.
     """
     bundle = provenance["bundle"]
-    ds.BurnedInAnnotation = "NO"
     ds.DerivationDescription = (
         f"{derivation} by monai_xreal {__version__} with the model {bundle['name']} {bundle.get('version')} "
         f"(SHA-256 {bundle['model_sha256']}); {caveat}"

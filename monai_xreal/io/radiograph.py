@@ -15,6 +15,7 @@ and Source Image Sequence pointing at the original, and the ``MONAI_XREAL`` priv
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,11 +32,12 @@ from monai_xreal.errors import XRealInputError
 from monai_xreal.io.atomic import atomic_path
 from monai_xreal.io.cxr import load_cxr
 from monai_xreal.io.dicom import dicom_uid, mark_synthetic, save_dicom
+from monai_xreal.io.formats import IMAGE_FORMATS
 from monai_xreal.transforms.intensity import NormalizeCXRIntensity, is_dicom_file
 
 __all__ = ["RADIOGRAPH_FORMATS", "Radiograph", "read_radiograph", "write_radiograph"]
 
-RADIOGRAPH_FORMATS = ("dcm", "png", "nii.gz", "nii")
+RADIOGRAPH_FORMATS = tuple(IMAGE_FORMATS)  # what an edit reads and writes back: the image formats
 _FLOAT_TABLE = 65536  # samples of the mapping for float voxels (NIfTI)
 
 
@@ -74,14 +76,13 @@ class Radiograph:
 
 
 def _format(path: Path) -> str:
-    name = path.name.lower()
     if is_dicom_file(path):
         return "dcm"
-    for fmt in ("nii.gz", "nii", "png"):
-        if name.endswith(f".{fmt}"):
-            return fmt
-    raise XRealInputError(str(path), f"not a radiograph this command edits: give a DICOM, PNG or NIfTI file "
-                          f"({', '.join(RADIOGRAPH_FORMATS)})")  # fmt: skip
+    fmt = next((f for f, ext in IMAGE_FORMATS.items() if f != "dcm" and path.name.lower().endswith(ext)), None)
+    if fmt is None:
+        raise XRealInputError(str(path), f"not a radiograph this command edits: give a DICOM, PNG or NIfTI file "
+                              f"({', '.join(RADIOGRAPH_FORMATS)})")  # fmt: skip
+    return fmt
 
 
 def read_radiograph(path: str | Path) -> Radiograph:
@@ -114,6 +115,10 @@ def read_radiograph(path: str | Path) -> Radiograph:
             import nibabel as nib
 
             source = nib.load(str(path))
+            slope, inter = source.dataobj.slope, source.dataobj.inter
+            if (slope, inter) != (1.0, 0.0):  # its stored voxels are not its values: they could not come back exactly
+                raise XRealInputError(str(path), f"a NIfTI scaled by scl_slope {slope:g} / scl_inter {inter:g}: "
+                                      "save it unscaled (e.g. as float32) to edit it")  # fmt: skip
             stored = np.asanyarray(source.dataobj)
             stored = stored.reshape(stored.shape[:2]) if stored.size == np.prod(stored.shape[:2]) else stored
             if stored.ndim != 2:
@@ -184,8 +189,7 @@ def _derived_dicom(original: pydicom.Dataset, stored: np.ndarray, provenance: Ma
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
 
-    ds = original.copy()
-    ds.file_meta = original.file_meta.copy()
+    ds = copy.deepcopy(original)  # Dataset.copy() is shallow: the original must not change
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.PixelData = np.ascontiguousarray(stored.T).astype(stored.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"

@@ -83,7 +83,11 @@ class XRealEditTask(PipelineInferTask):
             infer_seconds = time.perf_counter() - started
         handle, path = tempfile.mkstemp(prefix="monai_xreal_", suffix=IMAGE_FORMATS[radiograph.fmt])
         os.close(handle)
-        write_radiograph(radiograph, edited.stored, path, edited.record, description=params.prompt or "edit")
+        try:
+            write_radiograph(radiograph, edited.stored, path, edited.record, description=params.prompt or "edit")
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
         echo = {key: params.echo()[key] for key in ("prompt", "seed", "boxes")}
         return path, {
             **echo,

@@ -24,6 +24,7 @@ from monai_xreal.memorisation.search import (
     check_images,
     read_image_paths,
 )
+from monai_xreal.visualize import save_rgb
 
 __all__ = ["SCHEMA", "MemorisationReport", "find_copies"]
 
@@ -91,7 +92,7 @@ class MemorisationReport:
             for name, figure in (("pairs", self.pairs_figure(max_pairs)), ("summary", self.summary_figure())):
                 target = path.with_name(f"{path.stem}_{name}.png")
                 with atomic_path(target) as temporary:
-                    Image.fromarray(figure).save(temporary)
+                    save_rgb(figure, temporary)
                 written.append(target)
         return written
 

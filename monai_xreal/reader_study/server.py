@@ -48,9 +48,17 @@ _PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsa
                 "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")  # fmt: skip
 
 
-def render_png(path) -> bytes:
-    """A CXR file (DICOM, PNG, NIfTI...) as 8-bit greyscale PNG bytes, bone bright, rows along the image's y."""
-    image = load_cxr(path)[0].numpy()
+DISPLAY_SIZE = 1024  # every image is shown at this size: neither its size nor its aspect may tell real from fake
+
+
+def render_png(path, size: int = DISPLAY_SIZE) -> bytes:
+    """A CXR file (DICOM, PNG, NIfTI...) as ``size`` x ``size`` 8-bit greyscale PNG bytes, bone bright, rows along the
+    image's y (area-averaged down, or bilinear up, to the one display size)."""
+    import torch.nn.functional as F
+
+    image = load_cxr(path)[None]
+    mode = "area" if min(image.shape[2:]) >= size else "bilinear"
+    image = F.interpolate(image.as_tensor(), size=(size, size), mode=mode)[0, 0].clamp(0, 1).numpy()
     buffer = io.BytesIO()
     Image.fromarray(np.round(image.T * 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import os
-import random
 import secrets
 import sqlite3
 import threading
@@ -131,9 +130,10 @@ class StudyStore:
         seed, readers = self._setting("seed"), int(self._setting("readers"))
         images = [{"id": i, "path": path, "sha256": _hash_image(path), "truth": truth} for i, path, truth in rows]
         orders = {}
+        shuffle = secrets.SystemRandom().shuffle  # from the OS: a reader who knows the seed cannot rebuild an order
         for reader in range(1, readers + 1):
             ids = [row[0] for row in rows]
-            random.Random(f"{seed}:{reader}").shuffle(ids)
+            shuffle(ids)
             orders[str(reader)] = ids
         definition = {"format": STUDY_FORMAT, "seed": int(seed), "readers": readers, "images": images,
                       "orders": orders}  # fmt: skip

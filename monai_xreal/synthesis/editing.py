@@ -21,7 +21,7 @@ from monai_xreal.io.hashing import sha256_array, sha256_file
 from monai_xreal.io.radiograph import Radiograph, write_radiograph
 from monai_xreal.pipeline.settings import EDIT_KNOBS, SamplingSettings
 from monai_xreal.synthesis.provenance import make_provenance, mask_record
-from monai_xreal.synthesis.writer import SyntheticImageWriter
+from monai_xreal.synthesis.writer import SyntheticImageWriter, sidecar_path
 
 __all__ = ["EditedRadiograph", "RegionEdit", "edit_file", "edit_radiograph", "region_record", "write_edit"]
 
@@ -39,11 +39,13 @@ class RegionEdit:
 
 @dataclass(frozen=True)
 class EditedRadiograph:
-    """The result: ``image`` ``(1, X, Y)`` in [0, 1], ``stored`` ``(X, Y)`` in the file's dtype, the ``changed``
-    mask ``(X, Y)`` (the pixels the edit changed, all inside the edit regions) and the provenance ``record``."""
+    """The result: ``image`` ``(1, X, Y)`` in [0, 1], ``stored`` ``(X, Y)`` in the file's dtype, the ``region``
+    ``(X, Y)`` the edits were allowed to change (their regions, less the keep mask), the ``changed`` mask ``(X, Y)``
+    (the pixels whose value the edits changed, all inside ``region``) and the provenance ``record``."""
 
     image: torch.Tensor
     stored: np.ndarray
+    region: np.ndarray
     changed: np.ndarray
     record: dict
 
@@ -82,17 +84,18 @@ def edit_radiograph(
         raise XRealInputError("region", "give at least one edit region")
     shape = tuple(radiograph.image.shape[1:])
     image = radiograph.image.as_tensor()[None].to(pipe.device)
-    changed = torch.zeros((1, 1, *shape), dtype=torch.bool, device=pipe.device)
+    allowed = torch.zeros((1, 1, *shape), dtype=torch.bool, device=pipe.device)
     for edit in edits:
         region = torch.as_tensor(edit.region).float().reshape(1, *edit.region.shape[-2:]).to(pipe.device)
         image = pipe.edit(image, region[None], edit.prompt, keep=None if keep is None else keep[None], seed=seed,
                           scheduler=settings.scheduler, progress=progress, **_edit_knobs(settings)).as_tensor()  # fmt: skip
         inside = region[None] > 0
-        changed |= inside if keep is None else inside & ~(keep[None].to(pipe.device) > 0)
+        allowed |= inside if keep is None else inside & ~(keep[None].to(pipe.device) > 0)
     image = image[0].cpu()
     # the stored values go back through the inverse mapping only where the edit changed the [0, 1] value: where the
     # file's window clips, several stored values share one [0, 1] value and the file's own is kept
-    changed = changed[0, 0].cpu().numpy() & (image[0] != radiograph.image[0]).numpy()
+    region = allowed[0, 0].cpu().numpy()
+    changed = region & (image[0] != radiograph.image[0]).numpy()
     stored = np.where(changed, radiograph.to_stored(image), radiograph.stored)
     record = make_provenance(
         bundle, "; ".join(edit.prompt for edit in edits), None, (edits[0].record if len(edits) == 1 else None),
@@ -103,11 +106,11 @@ def edit_radiograph(
             "edits": [{"prompt": edit.prompt, "region": dict(edit.record) if edit.record else None} for edit in edits],
             "keep": None if keep_record is None else dict(keep_record),
             "changed_pixels": int((stored != radiograph.stored).sum()),
-            "unchanged_outside_region": bool(np.array_equal(stored[~changed], radiograph.stored[~changed])),
+            "unchanged_outside_region": bool(np.array_equal(stored[~region], radiograph.stored[~region])),
         }},
     )  # fmt: skip
     record["image_sha256"] = sha256_array(stored)
-    return EditedRadiograph(image, stored, changed, record)
+    return EditedRadiograph(image, stored, region, changed, record)
 
 
 def _edit_knobs(settings: SamplingSettings) -> dict:
@@ -196,7 +199,6 @@ def edit_file(
     """
     from monai_xreal.io import IMAGE_FORMATS, load_mask, read_radiograph
     from monai_xreal.synthesis.provenance import bundle_record
-    from monai_xreal.synthesis.writer import sidecar_path
     from monai_xreal.transforms import BoxesToMask
 
     radiograph = read_radiograph(image)
@@ -220,11 +222,12 @@ def edit_file(
         raise XRealInputError("format", f"{fmt!r} is not one of {sorted(IMAGE_FORMATS)}")
     settings = pipe.settings(scheduler, **{k: v for k, v in dict(sampling or {}).items() if k in EDIT_KNOBS})
     bundle = bundle_record(pipe, bundle_root)
-    stem, ext = Path(image).name.split(".")[0], IMAGE_FORMATS[fmt or radiograph.fmt]
+    stem, ext = sidecar_path(image).stem, IMAGE_FORMATS[fmt or radiograph.fmt]  # the name less its image extension
     results = []
     for seed in seeds:
         path = Path(output_dir) / f"{stem}_edit_seed{seed}{ext}"
         if path.is_file() and sidecar_path(path).is_file():
+            _check_same_request(sidecar_path(path), radiograph, edits, keep_mask, keep, settings, bundle, int(seed))
             results.append((path, None))
             continue
         edited = edit_radiograph(pipe, radiograph, edits, settings, bundle, int(seed), keep_mask,
@@ -232,3 +235,23 @@ def edit_file(
         written, _ = write_edit(edited, radiograph, output_dir, path.name[: -len(ext)], fmt)
         results.append((written, edited))
     return results
+
+
+def _check_same_request(sidecar: Path, radiograph: Radiograph, edits, keep_mask, keep, settings, bundle, seed) -> None:
+    """A version already written is skipped only if it was made from this very request (source file, edits, keep
+    mask, model, knobs and seed); anything else is refused rather than silently kept or overwritten."""
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        made = record["edit"]
+        found = {"source": made["source"]["sha256"], "edits": made["edits"], "keep": made["keep"],
+                 "model": record["bundle"]["model_sha256"],
+                 "sampling": {k: record["sampling"].get(k) for k in (*settings.as_dict(), "seed")}}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        found = None
+    wanted = {"source": sha256_file(radiograph.path),
+              "edits": [{"prompt": e.prompt, "region": dict(e.record) if e.record else None} for e in edits],
+              "keep": None if keep_mask is None else mask_record(keep, keep_mask), "model": bundle["model_sha256"],
+              "sampling": {**settings.as_dict(), "seed": seed}}  # fmt: skip
+    if json.loads(json.dumps(found)) != json.loads(json.dumps(wanted)):
+        raise XRealInputError(str(sidecar.with_suffix("")), "is already there, made from another request (image, "
+                              "regions, prompts, knobs, seed or model): remove it or choose another --output-dir")  # fmt: skip

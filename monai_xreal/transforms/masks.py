@@ -94,7 +94,8 @@ class BoxesToMask(Transform):
 
     Boxes are ``(N, 4)`` as ``(start_0, start_1, end_0, end_1)`` along the array's spatial axes (MONAI's box
     convention, ends exclusive): for images read by MONAI's ``LoadImage`` the first spatial axis is the image's x
-    (column), so dataset boxes ``(x_min, y_min, x_max, y_max)`` go in as they are.
+    (column), so dataset boxes ``(x_min, y_min, x_max, y_max)`` go in as they are. Boxes reaching past the image
+    are clipped to it; a box wholly outside it is refused.
     """
 
     def __init__(self, spatial_size: Sequence[int]) -> None:
@@ -106,7 +107,10 @@ class BoxesToMask(Transform):
             return torch.zeros((1, *self.spatial_size))
         if not np.isfinite(boxes).all() or (boxes[:, 2:] <= boxes[:, :2]).any():
             raise XRealInputError("pathology", f"invalid boxes {boxes.tolist()}: need finite start < end")
-        masks = convert_box_to_mask(np.round(boxes), np.ones(len(boxes)), self.spatial_size, bg_label=0)
+        clipped = np.round(np.clip(boxes, 0, np.tile(np.asarray(self.spatial_size, np.float32), 2)))
+        if (clipped[:, 2:] <= clipped[:, :2]).any():
+            raise XRealInputError("pathology", f"boxes {boxes.tolist()} lie outside the {self.spatial_size} image")
+        masks = convert_box_to_mask(clipped, np.ones(len(boxes)), self.spatial_size, bg_label=0)
         return torch.as_tensor(np.asarray(masks).max(axis=0, keepdims=True), dtype=torch.float32)
 
 

@@ -76,6 +76,9 @@ def test_several_edits_seeds_resume_and_another_format(tiny_bundle, tmp_path):
     assert outputs[0].stat().st_mtime_ns == mtime
     assert edit(tiny_bundle, *options, "--output-dir", tmp_path / "png", "--format", "png") == 0
     assert (tmp_path / "png" / "cr_edit_seed4.png").is_file()
+    other = [o if o != "Nodule" else "Edema" for o in options]  # another request into the same folder: refused
+    assert edit(tiny_bundle, *other, "--output-dir", tmp_path / "out") == 2
+    assert outputs[0].stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(
@@ -106,6 +109,14 @@ def test_bad_input_is_one_line_and_exit_2(tiny_bundle, tmp_path, capsys, options
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1 and "Traceback" not in error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_dotted_names_keep_their_stem_and_boxes_past_the_edge_are_clipped(tiny_bundle, tmp_path):
+    source = write_cxr_dicom(tmp_path / "1.2.840.5.dcm", STORED, "MONOCHROME2")
+    assert edit(tiny_bundle, "--image", source, "--boxes=-5,30,12,60", "--output-dir", tmp_path / "out") == 0
+    written = pydicom.dcmread(tmp_path / "out" / "1.2.840.5_edit_seed0.dcm").pixel_array
+    changed = np.nonzero(written != STORED)
+    assert changed[0].min() >= 30 and changed[1].max() < 12  # rows 30-47 (the image ends at 48), columns 0-11
 
 
 def test_an_unreadable_dicom_is_one_line(tiny_bundle, tmp_path, capsys):

@@ -118,3 +118,19 @@ def test_a_jpeg_2000_dicom_is_written_back_uncompressed_with_the_same_pixels(tmp
     written = pydicom.dcmread(out)
     assert written.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert np.array_equal(written.pixel_array.T, compressed.stored)
+
+
+def test_a_scaled_nifti_is_refused_and_the_original_dataset_never_changes(tmp_path):
+    image = nib.Nifti1Image(np.arange(20 * 16, dtype=np.int16).reshape(20, 16), np.eye(4))
+    image.header.set_slope_inter(0.5, 10.0)
+    nib.save(image, tmp_path / "scaled.nii.gz")
+    with pytest.raises(XRealInputError, match="scl_slope"):
+        read_radiograph(tmp_path / "scaled.nii.gz")
+    source = write_cxr_dicom(tmp_path / "cr.dcm", STORED, "MONOCHROME2")
+    radiograph = read_radiograph(source)
+    before = (radiograph.source.SOPInstanceUID, radiograph.source.get("SeriesNumber"))
+    first = write_radiograph(radiograph, radiograph.stored, tmp_path / "a.dcm", PROVENANCE)
+    second = write_radiograph(radiograph, radiograph.stored, tmp_path / "b.dcm", PROVENANCE)
+    assert (radiograph.source.SOPInstanceUID, radiograph.source.get("SeriesNumber")) == before
+    for path in (first, second):  # each edit points at the original, not at the edit before it
+        assert pydicom.dcmread(path).SourceImageSequence[0].ReferencedSOPInstanceUID == before[0]

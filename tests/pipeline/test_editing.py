@@ -68,7 +68,7 @@ def test_a_batch_edits_as_its_samples_do_alone(responsive_pipeline, radiograph, 
     images, regions = torch.cat([radiograph, radiograph.flip(-1)]), torch.cat([region, region.flip(-2)])
     batch = pipe.edit(images, regions, ["Edema", "Cardiomegaly"], seed=[4, 7], num_inference_steps=2)
     alone = pipe.edit(images[1:], regions[1:], ["Cardiomegaly"], seed=[7], num_inference_steps=2)
-    torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch[1:], alone, atol=1e-4, rtol=0)  # batched CPU kernels round differently
 
 
 def test_the_keep_region_stays_even_inside_the_edit_region(responsive_pipeline, radiograph, region):
@@ -98,3 +98,10 @@ def test_bad_edit_requests_are_refused(tiny_pipeline, radiograph, region, change
 def test_a_keep_region_covering_the_edit_region_is_refused(tiny_pipeline, radiograph, region):
     with pytest.raises(XRealInputError, match="once the keep region is taken out"):
         tiny_pipeline.edit(radiograph, region, "Edema", keep=region, seed=0, num_inference_steps=1)
+
+
+def test_a_region_narrower_than_the_feather_still_takes_the_full_change_in_its_middle():
+    narrow = torch.zeros(1, 1, 100, 100)
+    narrow[..., 40:46, 10:90] = 1
+    weight = feather_inside(narrow, sigma=30.0)
+    assert weight.max() > 0.95 and weight[narrow == 0].abs().max() == 0

@@ -25,7 +25,7 @@ def test_few_step_recipes_repeat_and_do_not_depend_on_the_batch(responsive_pipel
     batch = pipe(anatomy, pathology, prompts, seed=[5, 9], **recipe)
     assert torch.equal(batch, pipe(anatomy, pathology, prompts, seed=[5, 9], **recipe))
     alone = pipe(anatomy[1:], pathology[1:], prompts[1:], seed=[9], **recipe)
-    torch.testing.assert_close(batch[1:], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch[1:], alone, atol=1e-4, rtol=0)  # batched CPU kernels round differently
     assert not torch.equal(batch, pipe(anatomy, pathology, prompts, seed=[6, 10], **recipe))
 
 

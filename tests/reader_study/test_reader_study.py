@@ -29,6 +29,7 @@ from monai_xreal.cli.main import main
 from monai_xreal.cli.reader_study import is_loopback
 from monai_xreal.errors import XRealInputError
 from monai_xreal.reader_study import ReaderStudyServer, StudyStore, cohen_kappa, reader_report, study_links
+from monai_xreal.reader_study.server import DISPLAY_SIZE
 
 
 def test_cohen_kappa_by_hand():
@@ -319,7 +320,9 @@ def answer_in_page(driver, keys: str) -> str:
 
     wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready")
     token = driver.find_element(By.TAG_NAME, "body").get_attribute("data-token")
-    assert driver.execute_script("return document.getElementById('image').naturalWidth") == 32
+    assert (
+        driver.execute_script("return document.getElementById('image').naturalWidth") == DISPLAY_SIZE
+    )  # one size for all
     body = driver.find_element(By.TAG_NAME, "body")
     for key in keys:
         body.send_keys(key)
