@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from monai_xreal.errors import XRealInputError
-from monai_xreal.io.atomic import write_text_atomically
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid
 from monai_xreal.io.hashing import sha256_array, sha256_file
 from monai_xreal.io.radiograph import Radiograph, write_radiograph
 from monai_xreal.pipeline.settings import EDIT_KNOBS, SamplingSettings
 from monai_xreal.synthesis.provenance import make_provenance, mask_record
-from monai_xreal.synthesis.writer import SyntheticImageWriter, sidecar_path
+from monai_xreal.synthesis.writer import SyntheticImageWriter, remove_partials, sidecar_path, staged_files
 
 __all__ = ["EditedRadiograph", "RegionEdit", "edit_file", "edit_radiograph", "region_record", "write_edit"]
 
@@ -147,13 +146,17 @@ def write_edit(
         identity = DicomIdentity(dicom_uid(), dicom_uid(), dicom_uid(), datetime.now(timezone.utc))
         written = SyntheticImageWriter(fmt).write(edited.image, folder, stem, edited.record, identity)
         return written.path, written.sidecar
-    path = folder / f"{stem}{IMAGE_FORMATS[fmt]}"
+    name = f"{stem}{IMAGE_FORMATS[fmt]}"
     prompts = "; ".join(e["prompt"] or "no prompt" for e in edited.record["edit"]["edits"])
-    write_radiograph(radiograph, edited.stored, path, edited.record, description=prompts)
-    output = {"file": path.name, "format": fmt, "sha256": sha256_file(path)}
-    sidecar = write_text_atomically(folder / f"{stem}.json", json.dumps({**edited.record, "output": output},
-                                    indent=2, ensure_ascii=False) + "\n")  # fmt: skip
-    return path, sidecar
+    with staged_files(folder) as staged:  # the pair complete or absent, the sidecar first
+        image = write_radiograph(radiograph, edited.stored, staged.folder / name, edited.record, description=prompts)
+        output = {"file": name, "format": fmt, "sha256": sha256_file(image)}
+        sidecar = staged.folder / f"{stem}.json"
+        sidecar.write_text(json.dumps({**edited.record, "output": output}, indent=2, ensure_ascii=False) + "\n",
+                           encoding="utf-8")  # fmt: skip
+        staged.move(sidecar, folder / sidecar.name)
+        staged.move(image, folder / name)
+    return folder / name, folder / sidecar.name
 
 
 def edit_file(
@@ -222,6 +225,8 @@ def edit_file(
         raise XRealInputError("format", f"{fmt!r} is not one of {sorted(IMAGE_FORMATS)}")
     settings = pipe.settings(scheduler, **{k: v for k, v in dict(sampling or {}).items() if k in EDIT_KNOBS})
     bundle = bundle_record(pipe, bundle_root)
+    if Path(output_dir).is_dir():
+        remove_partials(output_dir)  # what a killed run left half-written
     stem, ext = sidecar_path(image).stem, IMAGE_FORMATS[fmt or radiograph.fmt]  # the name less its image extension
     results = []
     for seed in seeds:

@@ -20,8 +20,6 @@ manifest line and a hidden folder, which the next run repairs and removes. Rank 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from monai_xreal.errors import XRealInputError
 from monai_xreal.io.hashing import sha256_file
 from monai_xreal.io.writers import FORMATS, save_images
 from monai_xreal.synthesis.manifest import Manifest, write_atomically
-from monai_xreal.synthesis.writer import PARTIAL_PREFIX, remove_partials
+from monai_xreal.synthesis.writer import remove_partials, staged_files
 from monai_xreal.transforms.prompts import BuildPrompt
 
 __all__ = ["write_paired_set"]
@@ -131,21 +129,14 @@ def _prepare(out: Path, record: dict) -> None:
 
 def _write_sample(out: Path, sample: PairedCXR, sample_id: str, fmt: str) -> dict[str, str]:
     """The three files, each complete or absent: written in a hidden folder, then renamed into place."""
-    partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
-    try:
-        hashes = {}
-        arrays = {"images": (sample.image, False), "anatomy": (sample.anatomy, True), "pathology": (sample.pathology,
-                                                                                                  True)}  # fmt: skip
-        written = []
+    hashes = {}
+    arrays = {"images": (sample.image, False), "anatomy": (sample.anatomy, True), "pathology": (sample.pathology,
+                                                                                              True)}  # fmt: skip
+    with staged_files(out) as staged:
         for folder, (array, labels) in arrays.items():
-            (path,) = save_images(array[None], [sample_id], partial / folder, fmt, labels=labels)
+            (path,) = save_images(array[None], [sample_id], staged.folder / folder, fmt, labels=labels)
             hashes[folder] = sha256_file(path)
-            written.append((path, out / folder / path.name))
-        for source, target in written:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source.replace(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+            staged.move(path, out / folder / path.name)
     return hashes
 
 

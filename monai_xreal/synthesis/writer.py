@@ -1,14 +1,16 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""Writing one generated image with its provenance sidecar, each file complete or absent."""
+"""Writing one generated image with its provenance sidecar, each file complete or absent; :func:`staged_files`, the
+one way this package writes several files that belong together."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,9 +20,50 @@ from monai_xreal.io.dicom import DicomIdentity, write_dicom
 from monai_xreal.io.formats import IMAGE_FORMATS
 from monai_xreal.io.hashing import sha256_file
 
-__all__ = ["IMAGE_FORMATS", "PARTIAL_PREFIX", "SyntheticImageWriter", "WrittenImage", "remove_partials", "sidecar_path"]
+__all__ = [
+    "IMAGE_FORMATS",
+    "PARTIAL_PREFIX",
+    "StagedFiles",
+    "SyntheticImageWriter",
+    "WrittenImage",
+    "remove_partials",
+    "sidecar_path",
+    "staged_files",
+]
 
 PARTIAL_PREFIX = ".partial-"  # folders of files being written; left behind only by a killed process
+
+
+@dataclass
+class StagedFiles:
+    """Files written in ``folder`` (hidden, beside their targets) and the targets they go to, in order."""
+
+    folder: Path
+    moves: list[tuple[Path, Path]] = field(default_factory=list)
+
+    def move(self, written: Path, target: Path) -> None:
+        """Put ``written`` (a file in :attr:`folder`) at ``target`` when the block succeeds."""
+        self.moves.append((Path(written), Path(target)))
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | Path) -> Iterator[StagedFiles]:
+    """Write several files that belong together (an image and its sidecar; an image and its masks), each complete
+    or absent: they are written in a hidden ``.partial-*`` folder inside ``folder``, then each is flushed to disk and
+    renamed onto its target in the order :meth:`StagedFiles.move` was called. A crash leaves finished files and at
+    most a ``.partial-*`` folder, which :func:`remove_partials` clears."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = StagedFiles(Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder)))
+    try:
+        yield staged
+        for written, target in staged.moves:
+            with open(written, "rb") as handle:
+                os.fsync(handle.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written, target)
+    finally:
+        shutil.rmtree(staged.folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -56,11 +99,10 @@ class SyntheticImageWriter:
     ) -> WrittenImage:
         """Write a ``(1, X, Y)`` image in [0, 1] (``identity`` is required for DICOM)."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder))
-        try:
-            name = f"{stem}{self.ext}"
-            output = {"file": name, "format": self.fmt}
+        name = f"{stem}{self.ext}"
+        output = {"file": name, "format": self.fmt}
+        with staged_files(folder) as staged:
+            partial = staged.folder
             if self.fmt == "dcm":
                 if identity is None:
                     raise ValueError("a DICOM needs its DicomIdentity (UIDs, time, patient fields)")
@@ -73,12 +115,8 @@ class SyntheticImageWriter:
             sidecar = partial / f"{stem}.json"
             sidecar.write_text(json.dumps({**provenance, "output": output}, indent=2, ensure_ascii=False) + "\n",
                                encoding="utf-8")  # fmt: skip
-            for file in (sidecar, partial / name):
-                with open(file, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(file, folder / file.name)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+            staged.move(sidecar, folder / sidecar.name)  # the sidecar first: an image never stands without it
+            staged.move(partial / name, folder / name)
         return WrittenImage(folder / name, folder / f"{stem}.json", output["sha256"])
 
 
