@@ -50,18 +50,15 @@ class XRealEditTask(PipelineInferTask):
     def __init__(
         self, bundle_root: str | Path, limits: GenerateLimits | None = None, device: str | None = None
     ) -> None:
-        defaults = self.sampling_defaults_of(bundle_root)
         super().__init__(
-            bundle_root, limits, device, labels={"edit region": 1},
+            bundle_root,
+            limits,
+            device,
+            labels={"edit region": 1},
+            config={},
+            prompt="No Finding",
             description="Edit a radiograph inside a region: add a finding or remove one",
-            config={
-                "prompt": "No Finding",
-                "seed": "",
-                "steps": int(defaults.get("num_inference_steps", 0)) or "",
-                "guidance": float(defaults.get("guidance_scale", 0.0)) or "",
-                "scheduler": "",
-            },
-        )  # fmt: skip
+        )
 
     def __call__(self, request: dict) -> tuple[str, dict]:
         begin = time.perf_counter()

@@ -56,20 +56,11 @@ class XRealGenerateTask(PipelineInferTask):
         self, bundle_root: str | Path, limits: GenerateLimits | None = None, device: str | None = None
     ) -> None:
         labels = read_bundle_config(Path(bundle_root)).get_parsed_content("anatomy_labels")
-        defaults = self.sampling_defaults_of(bundle_root)
         super().__init__(
             bundle_root, limits, device,
             labels={name: int(value) for value, name in labels.items() if int(value) != 0},
             description="Generate a chest X-ray that follows an anatomy label map, a pathology region and a prompt",
-            config={
-                "prompt": "",
-                "seed": "",
-                "steps": int(defaults.get("num_inference_steps", 0)) or "",
-                "guidance": float(defaults.get("guidance_scale", 0.0)) or "",
-                "scheduler": "",
-                "output_grid": "input",
-                "result_extension": ".nii.gz",
-            },
+            config={"output_grid": "input", "result_extension": ".nii.gz"},
         )  # fmt: skip
 
     def __call__(self, request: dict) -> tuple[str, dict]:

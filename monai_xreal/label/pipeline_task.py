@@ -29,7 +29,9 @@ class PipelineInferTask(InferTask):
         device: where the networks run; ``None``: the request's ``device`` if this machine has it, else CUDA if
             available, else the CPU.
         labels, description, config: MONAI Label's task fields (the bundle's name and version are appended to the
-            description; ``config`` gets ``device``).
+            description; ``config`` adds to the shared ``prompt``, ``seed``, ``steps`` and ``guidance`` (the
+            bundle's defaults), ``scheduler`` and ``device``).
+        prompt: the prompt the viewer offers first.
     """
 
     required_weights: tuple[str, ...] = ("unet", "autoencoder")
@@ -42,6 +44,7 @@ class PipelineInferTask(InferTask):
         labels: Mapping[str, int],
         description: str,
         config: Mapping[str, Any],
+        prompt: str = "",
     ) -> None:
         self.bundle_root = Path(bundle_root)
         self.limits = limits or GenerateLimits()
@@ -49,16 +52,14 @@ class PipelineInferTask(InferTask):
         self._pipelines: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._bundle_record: dict | None = None
-        self.metadata: dict = read_bundle_config(self.bundle_root).get("_meta_", {})
+        parser = read_bundle_config(self.bundle_root)
+        self.metadata: dict = parser.get("_meta_", {})
+        defaults = parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {}
         name = f"{self.metadata.get('name', self.bundle_root.name)} {self.metadata.get('version', '')}".strip()
-        super().__init__(type=InferType.OTHERS, labels=dict(labels), dimension=2,
-                         description=f"{description} ({name})", config={**config, "device": device_list()})  # fmt: skip
-
-    @staticmethod
-    def sampling_defaults_of(bundle_root: str | Path) -> dict:
-        """A bundle's sampling knobs (``inference.json``'s ``pipeline#sampling_defaults``)."""
-        parser = read_bundle_config(Path(bundle_root))
-        return parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {}
+        shared = {"prompt": prompt, "seed": "", "steps": int(defaults.get("num_inference_steps", 0)) or "",
+                  "guidance": float(defaults.get("guidance_scale", 0.0)) or "", "scheduler": ""}  # fmt: skip
+        super().__init__(type=InferType.OTHERS, labels=dict(labels), dimension=2, description=f"{description} ({name})",
+                         config={**shared, **config, "device": device_list()})  # fmt: skip
 
     def is_valid(self) -> bool:
         """Whether the bundle has every weight file this task needs."""
