@@ -48,13 +48,14 @@ def build_evaluation(
     lung_judge: str | Path | None = None,
     heart_judge: str | Path | None = None,
     device: str | torch.device | None = None,
+    pipeline=None,
     **evaluation_args,
 ) -> GenerationEvaluation:
     """A :class:`GenerationEvaluation` from files.
 
     Args:
         conditions: a conditions datalist (:func:`monai_xreal.data.load_conditions`).
-        bundle: the generator bundle; ``None`` is the embedded ``cxr_xreal``.
+        bundle: the generator bundle; ``None`` is the embedded ``cxr_xreal``. Not read when ``pipeline`` is given.
         real: a datalist of real images (:func:`read_real_datalist`); needed with ``fid``.
         real_key: the list to read from it.
         fid: ``{extractor name: local weight file}`` (:func:`monai_xreal.metrics.extractors.load_feature_extractor`).
@@ -62,7 +63,9 @@ def build_evaluation(
         classifier: a classifier bundle or torchxrayvision weight file (:func:`load_classifier`), or ``None``.
         lung_judge, heart_judge: the independent judges: ``"packaged"`` (cheXwhatsApp's lung U-Net, LiteMedSAM, from
             their installed packages), a converted bundle or weight file, or ``None`` to leave one out.
-        device: torch device; ``None`` is the bundle's.
+        device: torch device; ``None`` is the bundle's (or the given pipeline's).
+        pipeline: an :class:`~monai_xreal.pipeline.XRealPipeline` already built with its weights (the bundle
+            runner's ``@pipeline`` when ``evaluate.json`` is layered on ``common.json`` and ``inference.json``).
         evaluation_args: :class:`GenerationEvaluation` arguments (``num_samples``, ``samples_per_condition``,
             ``batch_size``, ``sampling``, ...).
     """
@@ -75,7 +78,10 @@ def build_evaluation(
 
     if fid and real is None:
         raise XRealInputError("real", "FID needs a datalist of real images")
-    pipeline = XRealPipeline.from_bundle(bundle, device=device)
+    if pipeline is None:
+        pipeline = XRealPipeline.from_bundle(bundle, device=device)
+    elif device is not None:
+        pipeline.to(device)
     # extractors, judges and data first: a bad path fails before any sampling
     extractors = {
         name: load_feature_extractor(name, path, device=pipeline.device) for name, path in (fid or {}).items()

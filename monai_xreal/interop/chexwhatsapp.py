@@ -5,6 +5,7 @@ the published pickle without running it, and a MONAI bundle made of them (the re
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import date
 from pathlib import Path
 
@@ -65,17 +66,32 @@ def read_chexwhatsapp(path: str | Path | None = None) -> tuple[dict, VGG11UNet]:
     return {"_target_": _TARGET, **settings}, network.eval()
 
 
-def _inference_config(definition: dict) -> dict:
+def _common_config(definition: dict) -> dict:
+    """What every config of the judge shares: the network, its input size and the device."""
     return {
-        "imports": ["$import glob", "$import os", "$import torch", "$import monai_xreal"],
+        "imports": [
+            "$import os",
+            "$import torch",
+            "$import monai",
+            "$import monai_xreal",
+            "$import monai_xreal.bundle",
+        ],
         "bundle_root": ".",
-        "output_dir": "$@bundle_root + '/eval'",
-        "dataset_dir": "/workspace/data/cxr_images",
-        "datalist": "$list(sorted(glob.glob(os.path.join(@dataset_dir, '*.png'))))",
         "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
         "spatial_size": "@_meta_#network_data_format#inputs#image#spatial_shape",
         "network_def": definition,
         "network": "$@network_def.to(@device)",
+    }
+
+
+def _inference_config() -> dict:
+    """Segment the images of a MONAI datalist (``datalist``: a JSON file, ``datalist_key``: its list), layered on
+    :func:`_common_config` as in every bundle of the project."""
+    return {
+        "output_dir": "$@bundle_root + '/output'",
+        "dataset_dir": "$@bundle_root + '/sample_data'",
+        "datalist": "$@dataset_dir + '/datalist.json'",
+        "datalist_key": "validation",
         "preprocessing": {"_target_": "monai.transforms.Compose", "transforms": [
             {"_target_": "monai.transforms.LoadImaged", "keys": "image", "image_only": True,
              "ensure_channel_first": True},
@@ -85,7 +101,8 @@ def _inference_config(definition: dict) -> dict:
             {"_target_": "monai.transforms.Transposed", "keys": "image", "indices": [0, 2, 1]},
             {"_target_": "monai.transforms.ShiftIntensityd", "keys": "image", "offset": -0.5},
             {"_target_": "monai.transforms.EnsureTyped", "keys": "image", "dtype": "$torch.float32"}]},
-        "dataset": {"_target_": "monai.data.Dataset", "data": "$[{'image': i} for i in @datalist]",
+        "dataset": {"_target_": "monai.data.Dataset",
+                    "data": "$monai.data.load_decathlon_datalist(@datalist, False, @datalist_key)",
                     "transform": "@preprocessing"},
         "dataloader": {"_target_": "monai.data.DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
@@ -96,13 +113,26 @@ def _inference_config(definition: dict) -> dict:
             {"_target_": "monai.transforms.SaveImaged", "keys": "pred", "output_dir": "@output_dir",
              "output_postfix": "lungs", "output_ext": ".png", "output_dtype": "$torch.uint8", "resample": False,
              "separate_folder": False, "print_log": False}]},
-        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
-                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
-                      "amp": False},
-        "initialize": ["$monai.utils.set_determinism(seed=0)", "$os.makedirs(@output_dir, exist_ok=True)"],
+        "evaluator": {"_target_": "monai.engines.SupervisedEvaluator", "device": "@device",
+                      "val_data_loader": "@dataloader", "network": "@network", "inferer": "@inferer",
+                      "postprocessing": "@postprocessing", "amp": False},
+        "initialize": ["$monai.utils.set_determinism(seed=0)", "$os.makedirs(@output_dir, exist_ok=True)",
+                       "$monai_xreal.bundle.load_weights(@network, monai_xreal.bundle.weight_file(@bundle_root, 'unet'))"],
         "run": ["$@evaluator.run()"],
         "finalize": [],
     }  # fmt: skip
+
+
+def _sample_data(target: Path) -> None:
+    """Two simulated radiographs (the classifier bundle's samples) and their datalist, so the inference workflow
+    runs with its defaults."""
+    from monai_xreal.bundle import default_bundle_path
+
+    source = default_bundle_path("cxr_classifier") / "sample_data"
+    target.mkdir(parents=True)
+    shutil.copy2(source / "datalist.json", target / "datalist.json")
+    for item in json.loads((source / "datalist.json").read_text())["validation"]:
+        shutil.copy2(source / item["image"], target / item["image"])
 
 
 def _metadata(source: Path, weights: Path) -> dict:
@@ -160,9 +190,11 @@ def write_lung_judge_bundle(
     with staged_folder(out) as staging:
         weights = save_weights(network, staging / "models" / ("model.safetensors" if safetensors else "model.pt"))
         (staging / "configs").mkdir()
-        (staging / "configs" / "inference.json").write_text(json.dumps(_inference_config(definition), indent=2))
+        (staging / "configs" / "common.json").write_text(json.dumps(_common_config(definition), indent=2))
+        (staging / "configs" / "inference.json").write_text(json.dumps(_inference_config(), indent=2))
         (staging / "configs" / "metadata.json").write_text(json.dumps(_metadata(source, weights), indent=2))
         (staging / "LICENSE").write_text(_LICENCE)
+        _sample_data(staging / "sample_data")
         (staging / "docs").mkdir()
         (staging / "docs" / "README.md").write_text(_README.format(source=source.name, sha=sha256_file(source)))
     return out
@@ -181,9 +213,13 @@ beside the project's own segmenter) and to read a real radiograph's lungs (`mona
 ## Inference
 
 ```bash
-python -m monai.bundle run --bundle_root cxr_lung_judge --config_file cxr_lung_judge/configs/inference.json \\
-    --meta_file cxr_lung_judge/configs/metadata.json --dataset_dir FOLDER_OF_PNGS --output_dir OUT
+cd cxr_lung_judge
+python -m monai.bundle run --config_file "['configs/common.json','configs/inference.json']" \\
+    --meta_file configs/metadata.json --datalist DATALIST.json --output_dir OUT
 ```
+
+`datalist` is a MONAI datalist file (`{{"validation": [{{"image": "a.png"}}, ...]}}`, paths relative to it; the
+list is `datalist_key`); with the defaults it segments the two simulated radiographs in `sample_data/`.
 
 Input: a frontal chest X-ray (any size, resized to 512 x 512; intensities through
 `monai_xreal.transforms.NormalizeCXRIntensityd`, then `- 0.5`); output `<name>_lungs.png`, 1 on both lungs, 512 x 512.

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io.formats import IMAGE_FORMATS
-from monai_xreal.pipeline.seeding import MAX_SEED, draw_seed
 from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES, Knob
+from monai_xreal.seeding import MAX_SEED, draw_seed
 
 __all__ = ["RESULT_EXTENSIONS", "GenerateLimits", "GenerateParams", "RequestTooLarge"]
 

@@ -28,13 +28,11 @@ from monai_xreal.metrics.pathology import (
     prompted_label_auc,
     requested_label_score,
 )
+from monai_xreal.seeding import replica_seed
 
 __all__ = ["EvaluationResult", "GenerationEvaluation", "Sample", "load_real_images", "sample_seed"]
 
-
-def sample_seed(condition_seed: int, replica: int) -> int:
-    """The seed of replica ``replica`` of a condition: distinct per (condition seed, replica), reproducible."""
-    return int(np.random.SeedSequence([condition_seed, replica]).generate_state(1)[0] & 0x7FFFFFFF)
+sample_seed = replica_seed  # the seed scheme lives in monai_xreal.seeding
 
 
 @dataclass

@@ -58,13 +58,11 @@ class RealLungJudge:
         from monai_xreal.interop.chexwhatsapp import read_chexwhatsapp
 
         if source is not None and Path(source).is_dir():
-            from monai_xreal.bundle import load_weights, read_bundle_config
+            from monai_xreal.bundle import load_weights, read_bundle_config, weight_file
 
             root = Path(source)
             network = read_bundle_config(root).get_parsed_content("network_def")
-            weights = next((p for p in (root / "models" / "model.safetensors", root / "models" / "model.pt")
-                            if p.is_file()), root / "models" / "model.pt")  # fmt: skip
-            network = load_weights(network, weights)
+            network = load_weights(network, weight_file(root, "unet"))  # the bundle's network: models/model.*
         else:
             network = read_chexwhatsapp(source)[1]
         return cls(network.to(device))

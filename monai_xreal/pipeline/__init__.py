@@ -1,8 +1,8 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
 """Generation pipelines over a frozen text-conditioned latent diffusion model.
 
-- :mod:`~monai_xreal.pipeline.settings`: the sampling knobs, one definition each (no heavy imports);
-- :mod:`~monai_xreal.pipeline.seeding`: which seed each image gets;
+- :mod:`~monai_xreal.pipeline.settings`: the sampling knobs, one definition each (no heavy imports); which seed
+  each image gets is :mod:`monai_xreal.seeding`'s;
 - :mod:`~monai_xreal.pipeline.conditions`: the user's masks and prompts, checked and brought to the model grid;
 - :mod:`~monai_xreal.pipeline.codec`: images to scaled latents and back;
 - :class:`XRealPipeline`: XReal's anatomy stage then pathology stage;

@@ -25,8 +25,8 @@ from monai_xreal.control import (
 )
 from monai_xreal.errors import XRealInputError
 from monai_xreal.pipeline.codec import LatentCodec
-from monai_xreal.pipeline.seeding import batch_seeds, generators
 from monai_xreal.pipeline.settings import SamplingSettings
+from monai_xreal.seeding import batch_seeds, generators
 from monai_xreal.text.cache import PromptEmbeddingCache
 
 __all__ = ["LatentDiffusionPipeline", "Progress"]
@@ -185,7 +185,7 @@ class LatentDiffusionPipeline:
         return scheduler
 
     def generators(self, seed: int | Sequence[int] | None, batch: int) -> list[torch.Generator]:
-        """One random stream per sample (see :mod:`monai_xreal.pipeline.seeding`)."""
+        """One random stream per sample (see :mod:`monai_xreal.seeding`)."""
         return generators(batch_seeds(seed, batch), self.device)
 
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -36,7 +36,7 @@ from monai_xreal.io.atomic import atomic_path
 from monai_xreal.io.dicom import DicomIdentity, dicom_uid
 from monai_xreal.io.hashing import sha256_file
 from monai_xreal.memorisation.search import DEFAULT_THRESHOLD
-from monai_xreal.pipeline.seeding import dataset_seed
+from monai_xreal.seeding import dataset_seed, next_seed
 from monai_xreal.synthesis.manifest import Manifest, write_atomically
 from monai_xreal.synthesis.provenance import bundle_record, mask_record
 from monai_xreal.synthesis.service import Condition, Generated, GenerationService, Sample
@@ -83,7 +83,7 @@ class WorkUnit:
     samples: tuple[int, ...]
 
 
-sample_seed = dataset_seed  # the seed scheme lives in monai_xreal.pipeline.seeding
+sample_seed = dataset_seed  # the seed scheme lives in monai_xreal.seeding
 
 
 def plan_units(
@@ -201,7 +201,7 @@ def _without_copies(service: GenerationService, condition: Condition, generated:
                        "nearest": check.nearest.image, "similarity": round(check.nearest.similarity, 4)})  # fmt: skip
         if remake == MAX_REGENERATIONS:
             break
-        seed = (generated.sample.seed + 1) % 2**63
+        seed = next_seed(generated.sample.seed)
         image = service.sample(condition, [seed])[0]
         sample = replace(generated.sample, seed=seed)
         generated = Generated(image, service.record(condition, image, [seed], 0, sample.extra), sample)

@@ -365,13 +365,15 @@ def test_evaluate_bundle_config(tiny_bundle, phantom_set, tmp_path):
 
     run(
         run_id="run", init_id=None, bundle_root=str(tiny_bundle),
-        config_file=str(tiny_bundle / "configs" / "evaluate.json"),
+        config_file=[str(tiny_bundle / "configs" / name) for name in ("common.json", "inference.json", "evaluate.json")],
         meta_file=str(tiny_bundle / "configs" / "metadata.json"),
         dataset_dir=str(phantom_set), num_samples=2, samples_per_condition=2, output_dir=str(tmp_path),
-        sampling={"num_inference_steps": 1},
+        num_inference_steps=1,
     )  # fmt: skip
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["settings"]["num_samples"] == 2 and "anatomy" in report["metrics"]
+    # layered on inference.json: its sampling ids are the pipeline's defaults
+    assert report["settings"]["sampling_defaults"]["num_inference_steps"] == 1
     assert report["metrics"]["independent_judges"]["real_lung_judge"]["num_samples"] == 2
     assert (tmp_path / "report.png").is_file()
 

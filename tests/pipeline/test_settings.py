@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from monai_xreal.errors import XRealInputError
-from monai_xreal.pipeline.seeding import MAX_SEED, batch_seeds, dataset_seed
 from monai_xreal.pipeline.settings import KNOBS, XREAL_SAMPLING, SamplingSettings
+from monai_xreal.seeding import MAX_SEED, batch_seeds, dataset_seed
 
 
 def test_xreal_defaults_and_resolution_order():
@@ -78,5 +78,5 @@ def test_the_seed_scheme():
 
 
 def test_reading_the_settings_loads_no_heavy_library():
-    code = "import sys, monai_xreal.pipeline.settings, monai_xreal.pipeline.seeding; print('torch' in sys.modules)"
+    code = "import sys, monai_xreal.pipeline.settings, monai_xreal.seeding; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
