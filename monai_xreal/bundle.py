@@ -35,6 +35,7 @@ __all__ = [
     "WEIGHT_STEMS",
     "bundle_config_files",
     "default_bundle_path",
+    "has_weights",
     "initialise_bundle_weights",
     "load_bundle_weights",
     "load_weights",
@@ -190,6 +191,12 @@ def weight_file(bundle_root: str | Path, component: str) -> Path:
         if (models / f"{stem}{suffix}").is_file():
             return models / f"{stem}{suffix}"
     raise XRealInputError("bundle", f"missing weight file {models / (stem + '.pt')} for the {component}")
+
+
+def has_weights(bundle_root: str | Path, component: str) -> bool:
+    """Whether the bundle's ``models/`` holds the weights of a pipeline component (see :func:`weight_file`)."""
+    stem = Path(bundle_root) / "models" / WEIGHT_STEMS[component]
+    return any(stem.with_name(stem.name + suffix).is_file() for suffix in (".safetensors", ".pt"))
 
 
 def load_weights(module: nn.Module, path: str | Path) -> nn.Module:

@@ -4,10 +4,12 @@ network sizes, a MONAI UNet written under CompVis names, and a diffusers autoenc
 
 from __future__ import annotations
 
+import json
 import re
 
 import diffusers
 import torch
+import transformers
 from conftest import randomise_weights
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
@@ -149,3 +151,46 @@ def tiny_diffusers_autoencoder() -> diffusers.AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=AE_CHANNELS, layers_per_block=L,
         latent_channels=3, norm_num_groups=32,
     ))  # fmt: skip
+
+
+def tiny_clip(folder, text_length: int = 16):
+    """A random CLIP text encoder and a byte-level CLIP tokenizer, saved like a diffusers model's folders."""
+    byte_chars = [chr(c) for c in range(33, 127)]
+    vocab = {t: i for i, t in enumerate(byte_chars + [c + "</w>" for c in byte_chars])}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(
+        str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
+        pad_token="<|endoftext|>", model_max_length=text_length,
+    )  # fmt: skip
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    config = transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=CONTEXT, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=text_length, eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
+    )  # fmt: skip
+    text = randomise_weights(transformers.CLIPTextModel(config), seed=3, std=0.05).eval()
+    text.save_pretrained(str(folder / "text_encoder"))
+    return tokenizer, text
+
+
+def write_tiny_stable_diffusion(folder, prediction_type: str = "epsilon"):
+    """A random Stable-Diffusion-format model (CLIP text encoder, 3-channel VAE, UNet) saved by diffusers' own
+    ``save_pretrained`` into ``folder``; returns the ``StableDiffusionPipeline``."""
+    tokenizer, text = tiny_clip(folder)
+    unet = randomise_weights(diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=UNET_CHANNELS, layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CONTEXT, attention_head_dim=4, norm_num_groups=32,
+    ), std=0.05)  # fmt: skip
+    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                        prediction_type=prediction_type)  # fmt: skip
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=tiny_diffusers_autoencoder(), text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(str(folder))
+    return pipe

@@ -40,6 +40,7 @@ TRAIN_STACKS = {
     "report": ["train_diffusion.json", "train_report_diffusion.json"],
     "report_noise_filter": ["train_diffusion.json", "train_report_diffusion.json", "noise_filter.json"],
     "controlnet": ["train_controlnet.json"],
+    "finetune_lora": ["train_diffusion.json", "finetune.json"],
 }
 SIZE = 32  # phantoms are drawn at 64 and resized by the configs' own transforms
 
@@ -355,6 +356,34 @@ def test_report_adapter_trains_with_the_unet_and_serves_inference(phantoms, trai
     assert frozen["parser"].get_parsed_content("scale_factor") == expected_scale
 
 
+@pytest.mark.parametrize("trainable", ["attention", "lora"])
+def test_finetune_starts_from_the_bundles_unet_and_keeps_its_scale_factor(
+    trainable, phantoms, trained_autoencoder, trained_unet, tmp_path
+):
+    unet_weights, scale_factor = trained_unet
+    seen = run_training(
+        ["train_diffusion.json", "finetune.json"], phantoms, tmp_path, epochs=2, preview_steps=1,
+        autoencoder_weights=str(trained_autoencoder), unet_weights=str(unet_weights), learning_rate=0.002,
+        scale_factor_file=str(unet_weights.parent / "scale_factor.json"), trainable=trainable, lora_rank=2,
+        ema_momentum=0.5,
+    )  # fmt: skip
+    parser = seen["parser"]
+    # the converted / shipped scale factor is read, never recomputed over the new data
+    assert parser.get_parsed_content("prepare_batch").scale_factor == scale_factor
+    assert not (tmp_path / "scale_factor.json").exists()
+    pretrained = torch.load(unet_weights, weights_only=True)
+    start = {k.replace(".base_layer", ""): v for k, v in seen["start_state"].items() if ".lora_" not in k}
+    assert all(torch.equal(start[k], pretrained[k]) for k in pretrained)  # it started from the bundle's UNet
+    final = torch.load(tmp_path / "model.pt", weights_only=True)
+    load_weights(_tiny("diffusion_unet_def"), tmp_path / "model.pt")  # plain UNet keys: inference loads it as is
+    # frozen weights only see the EMA's float rounding ((1 - m) * w + m * w), trained ones move
+    changed = {k for k in pretrained if not torch.allclose(final[k], pretrained[k], rtol=1e-6, atol=1e-7)}
+    assert changed and all(".attentions." in k or ".attention." in k for k in changed)
+    if trainable == "lora":
+        assert all(k.rsplit(".", 2)[-2] in ("to_q", "to_k", "to_v", "out_proj") for k in changed)
+    assert (tmp_path / "validation" / "samples_epoch0002.png").is_file()
+
+
 def test_controlnet_training_and_controlnet_mode(phantoms, trained_autoencoder, trained_unet, tmp_path):
     unet_weights, scale_factor = trained_unet
     seen = run_training(
@@ -399,6 +428,12 @@ DDP_EXTRA = {
         "unet_weights": "{out}/diffusion/model.pt",
         "scale_factor_file": "{out}/diffusion/scale_factor.json",
     },
+    "finetune_lora": {
+        "unet_weights": "{out}/diffusion/model.pt",
+        "scale_factor_file": "{out}/diffusion/scale_factor.json",
+        "trainable": "lora",
+        "lora_rank": 2,
+    },
 }
 DDP_WEIGHTS = {"autoencoder": "model_autoencoder.pt", "anatomy_controller": "model_anatomy_controller.pt",
                "controlnet": "model_controlnet.pt"}  # fmt: skip
@@ -434,6 +469,7 @@ def ddp_driver(spec_file: str) -> None:
             "iteration": trainer.state.iteration,
             "epoch_length": trainer.state.epoch_length,
             "moved": sorted({k.split(".")[0] for k in start if not torch.equal(start[k], end[k])}),
+            "moved_keys": sorted(k for k in start if not torch.equal(start[k], end[k])),
             "checksum": float(sum(v.double().sum() for v in end.values() if v.is_floating_point())),
             "noise_filter_samples": None if noise_filter is None else sorted(noise_filter.samples),
         }
@@ -509,7 +545,10 @@ def test_two_process_data_parallel_training_with_gloo(stack, ddp_runs):
         load_weights(_tiny("diffusion_unet_def"), out / "model.pt")  # the UNet alone, as inference loads it
     else:
         assert not (out / "model_report_adapter.pt").exists()
-    if stack in ("diffusion", "controlnet"):  # measured by the DDP diffusion run, read back by the ControlNet run
+    if stack == "finetune_lora":  # adapters only, merged into plain UNet weights
+        assert ranks[0]["moved_keys"] and all(".lora_" in k for k in ranks[0]["moved_keys"])
+        load_weights(_tiny("diffusion_unet_def"), out / "model.pt")
+    if stack in ("diffusion", "controlnet", "finetune_lora"):  # measured by the DDP diffusion run, read back after
         measured = read_scale_factor(ddp_runs / "diffusion" / "scale_factor.json")
         assert ranks[0]["scale_factor"] == ranks[1]["scale_factor"] == measured
 

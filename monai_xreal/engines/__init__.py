@@ -11,6 +11,7 @@ from monai_xreal.engines.diffusion import (
     latent_scale_factor,
 )
 from monai_xreal.engines.distributed import destroy_distributed, handlers_for_rank, init_distributed, runs_on_every_rank
+from monai_xreal.engines.finetune import TRAINABLE, MergedWeights, finetune_unet, trainable_parameters
 from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
 from monai_xreal.engines.noise_filter import LatentNoiseFilter, SampleState, SampleWeightedLoss
 from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
@@ -24,12 +25,15 @@ __all__ = [
     "ImageGridSaver",
     "LatentDiffusionPrepareBatch",
     "LatentNoiseFilter",
+    "MergedWeights",
     "PipelinePreview",
     "SampleState",
     "SampleWeightedLoss",
+    "TRAINABLE",
     "XRealInferer",
     "controlnet_from_unet",
     "destroy_distributed",
+    "finetune_unet",
     "first_items",
     "handlers_for_rank",
     "init_distributed",
@@ -38,4 +42,5 @@ __all__ = [
     "latest_checkpoint",
     "prepare_conditions_batch",
     "runs_on_every_rank",
+    "trainable_parameters",
 ]

@@ -72,12 +72,17 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
     The inferer keyword arguments of the last call stay in ``last_kwargs`` (handlers such as
     :class:`monai_xreal.engines.LatentNoiseFilter` read the drawn timesteps and the prompt embeddings there).
 
+    The regression target follows the scheduler's ``prediction_type``, so a converted model keeps the
+    parameterisation it was trained with: ``"epsilon"`` the noise, ``"v_prediction"`` the velocity
+    ``sqrt(a) * noise - sqrt(1 - a) * z`` (MONAI's ``get_velocity``), ``"sample"`` the clean latent.
+
     Args:
         num_train_timesteps: the scheduler's training steps (timesteps drawn uniformly below it).
         text_encoder: prompts to ``(B, L, D)`` embeddings (frozen).
-        scale_factor: the latent scale factor (:func:`latent_scale_factor`).
+        scale_factor: the latent scale factor (:func:`latent_scale_factor`, or the converted model's).
         mu_key, sigma_key: the latent keys.
         prompt_key: the prompt key (a list of ``B`` strings after collation).
+        scheduler: the noise scheduler, read for its ``prediction_type`` (``None``: epsilon).
     """
 
     def __init__(
@@ -88,12 +93,23 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         mu_key: str = "latent_mu",
         sigma_key: str = "latent_sigma",
         prompt_key: str = "prompt",
+        scheduler: Scheduler | None = None,
     ) -> None:
         super().__init__(num_train_timesteps)
         self.embeddings = PromptEmbeddingCache(text_encoder.eval().requires_grad_(False), size=4096)
         self.scale_factor = float(scale_factor)
         self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
+        self.scheduler = scheduler
+        self.prediction_type = "epsilon" if scheduler is None else getattr(scheduler, "prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unknown prediction type {self.prediction_type!r}")
         self.last_kwargs: dict[str, torch.Tensor] = {}
+
+    def get_target(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet regresses: see the class docstring."""
+        if self.prediction_type == "v_prediction":
+            return self.scheduler.get_velocity(images, noise, timesteps)
+        return images if self.prediction_type == "sample" else noise
 
     def latents(self, batchdata: dict, device, non_blocking: bool = False, **kwargs) -> torch.Tensor:
         """A scaled latent sample ``(B, C, h, w)``."""
@@ -105,7 +121,7 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         latents = self.latents(batchdata, device, non_blocking, **kwargs)
         noise = self.get_noise(latents)
         timesteps = self.get_timesteps(latents)
-        target = self.get_target(latents, noise, timesteps)  # noise here; a v-prediction subclass overrides it
+        target = self.get_target(latents, noise, timesteps)
         condition = self.embeddings(list(batchdata[self.prompt_key]), latents.device)
         self.last_kwargs = {"noise": noise, "timesteps": timesteps, "condition": condition}
         return latents, target, (), self.last_kwargs

@@ -10,6 +10,7 @@ into place at the end, so a failed conversion leaves nothing behind.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from collections.abc import Callable
@@ -36,14 +37,50 @@ __all__ = ["write_bundle"]
 _TEXT_ENCODER_ID = "text_encoder"
 
 
+# the training configs a converted bundle gets, layered on its common.json as in cxr_xreal (the autoencoder is kept:
+# retraining it would change the latent space the UNet was trained in)
+TRAIN_CONFIGS = ("train_diffusion.json", "finetune.json", "train_anatomy_controller.json", "train_controlnet.json",
+                 "train_report_diffusion.json", "noise_filter.json", "multi_gpu_train.json")  # fmt: skip
+# components a converted bundle may lack: defined in common.json so they can be trained, in the pipeline once their
+# weights are in models/
+TRAINABLE_COMPONENTS = ("anatomy_controller", "controlnet")
+
+
+def controlnet_definition(unet: dict, autoencoder: dict) -> dict:
+    """A MONAI ``ControlNet`` definition mirroring a UNet definition (so ``controlnet_from_unet`` copies its
+    blocks), whose condition embedding downsamples the image-resolution anatomy as often as the autoencoder does."""
+    from monai.networks.nets import ControlNet
+
+    from monai_xreal.interop.convert import with_fast_attention
+
+    accepted = set(inspect.signature(ControlNet.__init__).parameters)
+    definition = {k: v for k, v in unet.items() if k in accepted}
+    levels = len(autoencoder["channels"])
+    embedding = [16, 32, 96, 256][:levels] + [256] * max(0, levels - 4)
+    definition.update(
+        conditioning_embedding_in_channels="$@max_label + 1", conditioning_embedding_num_channels=embedding
+    )
+    return with_fast_attention({"_target_": "monai.networks.nets.ControlNet", **definition})
+
+
 def _common_config(conversion: Conversion) -> dict:
-    """``cxr_xreal``'s ``common.json`` with the converted networks, text encoder and scheduler (the scale factor is
-    read from ``models/scale_factor.json``, as in every bundle)."""
-    config = json.loads((default_bundle_path() / COMMON_CONFIG).read_text())
+    """``cxr_xreal``'s ``common.json`` with the converted networks, text encoder, scheduler and image range (the scale
+    factor is read from ``models/scale_factor.json``, as in every bundle). A component the source lacks is defined
+    so that it can be trained over the converted model: the anatomy controller as ``cxr_xreal``'s (a grey
+    mask-to-image autoencoder in [0, 1], independent of the backbone's latent space), the ControlNet mirroring the
+    converted UNet."""
+    shipped = json.loads((default_bundle_path() / COMMON_CONFIG).read_text())
+    config = dict(shipped)
     for component, config_id in NETWORK_IDS.items():
         config[config_id] = conversion.networks[component][0] if component in conversion.networks else None
+    if "anatomy_controller" not in conversion.networks:
+        config["anatomy_controller_def"] = shipped["anatomy_controller_def"]
+    if "controlnet" not in conversion.networks:
+        config["controlnet_def"] = controlnet_definition(config["diffusion_unet_def"], config["autoencoder_def"])
+    config["report_adapter_def"] = shipped["report_adapter_def"]
     config["network_def"] = "@diffusion_unet_def"
     config["latent_channels"] = conversion.networks["unet"][0]["in_channels"]
+    config["image_range"] = list(conversion.image_range)
     config[_TEXT_ENCODER_ID] = conversion.text_encoder or conversion.networks["text_encoder"][0]
     config["noise_scheduler"] = conversion.scheduler
     return config
@@ -52,9 +89,11 @@ def _common_config(conversion: Conversion) -> dict:
 def _inference_config(conversion: Conversion) -> dict:
     """``cxr_xreal``'s ``inference.json`` (layered on :func:`_common_config`) with the converted model's constants."""
     config = json.loads((default_bundle_path() / "configs" / "inference.json").read_text())
-    config["image_range"] = list(conversion.image_range)
     config["families"] = conversion.families
-    config["pipeline"].update(image_range="@image_range", families="@families")
+    config["pipeline"].update(families="@families")
+    for component in TRAINABLE_COMPONENTS:  # a controller trained later joins the pipeline when its weights do
+        config["pipeline"][component] = (f"$@{NETWORK_IDS[component]} if monai_xreal.bundle.has_weights("
+                                         f"@bundle_root, '{component}') else None")  # fmt: skip
     config["pipeline"]["sampling_defaults"]["anatomy_step_fraction"] = 0.5  # XReal's published value
     config["num_inference_steps"], config["anatomy_step_fraction"] = 100, 0.5
     config["pathology_feather"] = 0.0  # a converted model samples as its release did; ``--pathology-feather`` opts in
@@ -173,7 +212,8 @@ def write_bundle(
         (staging / COMMON_CONFIG).write_text(json.dumps(_common_config(conversion), indent=4) + "\n")
         config = _inference_config(conversion)
         (staging / "configs" / "inference.json").write_text(json.dumps(config, indent=4) + "\n")
-        shutil.copy2(default_bundle_path() / "configs" / "logging.conf", staging / "configs" / "logging.conf")
+        for name in (*TRAIN_CONFIGS, "logging.conf"):
+            shutil.copy2(default_bundle_path() / "configs" / name, staging / "configs" / name)
         step("checksums")
         meta = _metadata(conversion, output.name)
         meta["conversion"] = {

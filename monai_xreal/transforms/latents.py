@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -19,7 +21,10 @@ class EncodeLatentd(MapTransform):
 
     Args:
         keys: the ``(1, H, W)`` image in [0, 1] (one key).
-        autoencoder: the trained ``AutoencoderKL`` (frozen here).
+        autoencoder: the trained ``AutoencoderKL`` (frozen here); an autoencoder of 3 channels gets the grey image
+            repeated, as at sampling.
+        image_range: the values the autoencoder's images span, ``(low, high)`` (Stable Diffusion's: ``(-1, 1)``):
+            the image is mapped there before encoding, as :class:`monai_xreal.pipeline.codec.LatentCodec` does.
         mu_key, sigma_key: where the ``(C, h, w)`` mean and standard deviation go (on the CPU).
         device: where the encoder runs (it is moved there; ``None``: where it is).
     """
@@ -32,8 +37,12 @@ class EncodeLatentd(MapTransform):
         sigma_key: str = "latent_sigma",
         device: torch.device | str | None = None,
         allow_missing_keys: bool = False,
+        image_range: Sequence[float] = (0.0, 1.0),
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.low, self.high = (float(v) for v in image_range)
+        if not self.high > self.low:
+            raise ValueError(f"image_range must be (low, high) with high > low, got {tuple(image_range)}")
         if len(self.keys) != 1:
             raise ValueError(f"EncodeLatentd encodes one image key, got {self.keys}")
         self.autoencoder = autoencoder.eval().requires_grad_(False)
@@ -48,6 +57,9 @@ class EncodeLatentd(MapTransform):
         for key in self.key_iterator(d):
             device = self.device if self.device is not None else next(self.autoencoder.parameters()).device
             image = torch.as_tensor(d[key]).float()[None].to(device)
+            if image.shape[1] != 1:
+                raise ValueError(f"EncodeLatentd encodes grey (1, H, W) images, got {tuple(image.shape[1:])}")
+            image = image * (self.high - self.low) + self.low
             channels = self.autoencoder.encoder.in_channels
             z_mu, z_sigma = self.autoencoder.encode(image if channels == 1 else image.expand(-1, channels, -1, -1))
             d[self.mu_key], d[self.sigma_key] = z_mu[0].cpu(), z_sigma[0].cpu()

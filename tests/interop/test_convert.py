@@ -11,7 +11,6 @@ from pathlib import Path
 import diffusers
 import pytest
 import torch
-import transformers
 import x_transformers
 import yaml
 from compvis_checkpoints import (
@@ -23,6 +22,7 @@ from compvis_checkpoints import (
     _unet,
     compvis_autoencoder_state,
     tiny_diffusers_autoencoder,
+    write_tiny_stable_diffusion,
 )
 from conftest import randomise_weights
 
@@ -233,46 +233,10 @@ def test_full_size_xreal_checkpoint_uses_every_key():
 # -- diffusers --------------------------------------------------------------------------------------------------------
 
 
-def _tiny_clip(folder):
-    """A random CLIP text encoder and a byte-level CLIP tokenizer, saved like a diffusers model's folders."""
-    byte_chars = [chr(c) for c in range(33, 127)]
-    vocab = {t: i for i, t in enumerate(byte_chars + [c + "</w>" for c in byte_chars])}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    (folder / "tokenizer").mkdir(parents=True)
-    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(
-        str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
-        pad_token="<|endoftext|>", model_max_length=TEXT_LENGTH,
-    )  # fmt: skip
-    tokenizer.save_pretrained(str(folder / "tokenizer"))
-    config = transformers.CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=CONTEXT, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=TEXT_LENGTH, eos_token_id=vocab["<|endoftext|>"], bos_token_id=vocab["<|startoftext|>"],
-    )  # fmt: skip
-    text = randomise_weights(transformers.CLIPTextModel(config), seed=3, std=0.05).eval()
-    text.save_pretrained(str(folder / "text_encoder"))
-    return tokenizer, text
-
-
 @pytest.fixture(scope="module")
 def diffusers_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("roentgen_like")
-    tokenizer, text = _tiny_clip(folder)
-    unet = randomise_weights(diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=3, out_channels=3, block_out_channels=UNET_CHANNELS, layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=CONTEXT, attention_head_dim=4, norm_num_groups=32,
-    ), std=0.05)  # fmt: skip
-    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=tiny_diffusers_autoencoder(), text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.save_pretrained(str(folder))
-    return folder, pipe
+    return folder, write_tiny_stable_diffusion(folder)
 
 
 def test_diffusers_conversion_samples_like_the_diffusers_pipeline(diffusers_folder, tmp_path):

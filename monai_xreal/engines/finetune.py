@@ -1,0 +1,101 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Fine-tuning a pretrained (converted) diffusion UNet: which parameters train, and the plain weights it leaves.
+
+``configs/finetune.json`` (layered on ``train_diffusion.json``) starts from the bundle's own UNet weights, keeps its
+scale factor, prediction type and image range, and trains one of:
+
+- ``"all"``: every UNet parameter (the text encoder stays frozen: its embeddings are cached per prompt);
+- ``"attention"``: only the UNet's spatial transformers (self- and cross-attention, their feed-forward and norms), the
+  layers through which the text steers the image;
+- ``"lora"``: low-rank adapters (``peft``) on the attention projections ``to_q``, ``to_k``, ``to_v``, ``out_proj``;
+  the base weights stay frozen and :class:`MergedWeights` folds the adapters back in, so the bundle's ``model.pt``
+  keeps the UNet's own keys and loads without ``peft``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from monai.networks.nets.diffusion_model_unet import SpatialTransformer
+from monai.utils import optional_import
+from torch import nn
+
+from monai_xreal.errors import XRealInputError
+
+__all__ = ["LORA_TARGETS", "TRAINABLE", "MergedWeights", "finetune_unet", "trainable_parameters"]
+
+TRAINABLE = ("all", "attention", "lora")
+# the attention projections of MONAI's SABlock and CrossAttentionBlock inside a DiffusionModelUNet's transformers
+LORA_TARGETS = r".*\.attn[12]\.(to_q|to_k|to_v|out_proj)"
+
+
+def finetune_unet(
+    unet: nn.Module, trainable: str = "all", lora_rank: int = 8, lora_alpha: float | None = None
+) -> nn.Module:
+    """``unet`` (with its pretrained weights loaded) set up so that only the chosen parameters train.
+
+    Args:
+        unet: a MONAI ``DiffusionModelUNet`` (or the converters' ``CompVisDiffusionModelUNet``).
+        trainable: ``"all"``, ``"attention"`` or ``"lora"`` (see the module docstring).
+        lora_rank, lora_alpha: the adapters' rank and scale (``alpha / rank`` multiplies their update;
+            ``None``: ``alpha = rank``). Read only with ``"lora"``.
+
+    Returns:
+        ``unet`` itself (``"all"``, ``"attention"``) or with LoRA layers injected in place (``"lora"``).
+
+    Raises:
+        XRealInputError: an unknown ``trainable``, a UNet without attention layers to train (say, a text-free
+            UNet), a rank below 1, or ``"lora"`` without the ``peft`` package.
+    """
+    if trainable not in TRAINABLE:
+        raise XRealInputError("trainable", f"must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+    transformers = [m for m in unet.modules() if isinstance(m, SpatialTransformer)]
+    if trainable != "all" and not transformers:
+        raise XRealInputError("trainable", f"{type(unet).__name__} has no attention layers to fine-tune "
+                              f"(trainable={trainable!r} needs a text-conditioned UNet); use trainable='all'")  # fmt: skip
+    if trainable == "all":
+        return unet.requires_grad_(True)
+    if trainable == "attention":
+        unet.requires_grad_(False)
+        for block in transformers:
+            block.requires_grad_(True)
+        return unet
+    if int(lora_rank) < 1:
+        raise XRealInputError("lora_rank", f"must be at least 1, got {lora_rank}")
+    peft, has_peft = optional_import("peft")
+    if not has_peft:
+        raise XRealInputError("trainable", "trainable='lora' needs the peft package (pip install peft)")
+    config = peft.LoraConfig(r=int(lora_rank), lora_alpha=float(lora_alpha or lora_rank), target_modules=LORA_TARGETS)
+    return peft.inject_adapter_in_model(config, unet)
+
+
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimiser gets: those that require gradients."""
+    return [p for p in network.parameters() if p.requires_grad]
+
+
+class MergedWeights:
+    """The plain UNet state dict of a fine-tuned network, computed when it is saved (a ``CheckpointSaver``'s
+    ``save_dict`` entry): LoRA adapters are merged into a copy of their base layers and their keys dropped; any
+    other network's state dict is passed through.
+
+    Args:
+        network: the (EMA) network being fine-tuned.
+    """
+
+    _BASE = re.compile(r"\.base_layer(?=\.)")
+
+    def __init__(self, network: nn.Module) -> None:
+        self.network = network
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        network = getattr(self.network, "module", self.network)  # DistributedDataParallel
+        if not any(".lora_" in key for key in network.state_dict()):
+            return network.state_dict()
+        merged = copy.deepcopy(network)
+        for module in merged.modules():
+            if hasattr(module, "merge") and hasattr(module, "base_layer"):
+                module.merge()
+        return {self._BASE.sub("", k): v for k, v in merged.state_dict().items() if ".lora_" not in k}

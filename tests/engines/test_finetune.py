@@ -1,0 +1,107 @@
+# Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+"""Fine-tuning a pretrained UNet: which parameters train, LoRA merged back into plain weights, the prediction target."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from monai_xreal.engines import LatentDiffusionPrepareBatch, MergedWeights, finetune_unet, trainable_parameters
+from monai_xreal.errors import XRealInputError
+from tests.conftest import randomise_weights
+
+UNET = dict(spatial_dims=2, in_channels=3, out_channels=3, channels=[16, 32], attention_levels=[False, True],
+            num_res_blocks=1, num_head_channels=[0, 16], norm_num_groups=8, with_conditioning=True,
+            transformer_num_layers=1, cross_attention_dim=8)  # fmt: skip
+
+
+def _unet(**extra) -> DiffusionModelUNet:
+    return randomise_weights(DiffusionModelUNet(**{**UNET, **extra}), seed=1, std=0.05).eval()
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, 8, 8, generator=g), torch.tensor([10, 500]), torch.randn(2, 5, 8, generator=g)
+
+
+def _step(network, lr: float = 1e-3) -> None:
+    x, t, context = _inputs()
+    optimizer = torch.optim.Adam(trainable_parameters(network), lr=lr)  # moves every parameter with a gradient
+    network(x, timesteps=t, context=context).square().mean().backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("trainable", ["all", "attention"])
+def test_only_the_chosen_parameters_train(trainable):
+    unet = finetune_unet(_unet(), trainable)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    _step(unet)
+    moved = {k for k, v in unet.state_dict().items() if not torch.equal(v, before[k])}
+    in_attention = {k for k in before if ".attentions." in k or ".attention." in k}
+    assert in_attention and moved
+    if trainable == "all":
+        assert moved - in_attention  # residual blocks and time embedding train too
+    else:
+        assert moved <= in_attention and {k for k in in_attention if "attn2.to_k" in k} <= moved
+
+
+def test_lora_trains_adapters_only_and_merges_into_the_plain_unet():
+    unet = _unet()
+    base = {k: v.clone() for k, v in unet.state_dict().items()}
+    adapted = finetune_unet(unet, "lora", lora_rank=2)
+    names = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert names and all(".lora_" in n for n in names)
+    assert all(any(f".{proj}.lora_" in n for n in names) for proj in ("to_q", "to_k", "to_v", "out_proj"))
+    x, t, context = _inputs()
+    with torch.no_grad():
+        start = adapted(x, timesteps=t, context=context)
+    for _ in range(3):
+        _step(adapted, lr=0.05)
+    merged_state = MergedWeights(adapted).state_dict()
+    assert set(merged_state) == set(base)  # the UNet's own keys: loads without peft
+    plain = DiffusionModelUNet(**UNET).eval()
+    plain.load_state_dict(merged_state, strict=True)
+    with torch.no_grad():
+        expected = adapted(x, timesteps=t, context=context)
+        torch.testing.assert_close(plain(x, timesteps=t, context=context), expected, rtol=1e-4, atol=1e-5)
+    assert (expected - start).abs().max() > 1e-3  # the adapters learned something
+    changed = {k for k in base if not torch.equal(base[k], merged_state[k])}
+    assert changed and all("attn" in k for k in changed)  # only the adapted projections differ
+    assert ".lora_" in " ".join(adapted.state_dict())  # the trained network itself is left as it was
+
+
+def test_merged_weights_pass_other_networks_through():
+    unet = _unet()
+    assert MergedWeights(unet).state_dict().keys() == unet.state_dict().keys()
+
+
+def test_a_unet_without_attention_cannot_be_fine_tuned_by_attention_or_lora():
+    plain = _unet(attention_levels=[False, False], with_conditioning=False, cross_attention_dim=None)
+    for trainable in ("attention", "lora"):
+        with pytest.raises(XRealInputError, match="no attention layers"):
+            finetune_unet(plain, trainable)
+    with pytest.raises(XRealInputError, match="trainable"):
+        finetune_unet(_unet(), "bias")
+    with pytest.raises(XRealInputError, match="lora_rank"):
+        finetune_unet(_unet(), "lora", lora_rank=0)
+
+
+class _Text(torch.nn.Module):
+    def forward(self, prompts):
+        return torch.zeros(len(prompts), 2, 8)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_the_training_target_is_the_schedulers_prediction_type(prediction_type):
+    scheduler = DDPMScheduler(prediction_type=prediction_type)
+    prepare = LatentDiffusionPrepareBatch(1000, _Text(), scale_factor=1.0, scheduler=scheduler)
+    batch = {"latent_mu": torch.randn(2, 3, 4, 4), "latent_sigma": torch.zeros(2, 3, 4, 4), "prompt": ["a", "b"]}
+    latents, target, _, kwargs = prepare(batch, device="cpu")
+    noise, t = kwargs["noise"], kwargs["timesteps"]
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = {"epsilon": noise, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * latents, "sample": latents}
+    torch.testing.assert_close(target, expected[prediction_type])
+    assert LatentDiffusionPrepareBatch(1000, _Text(), 1.0).prediction_type == "epsilon"
+    assert LatentDiffusionPrepareBatch(1000, _Text(), 1.0, scheduler=DDIMScheduler()).prediction_type == "epsilon"
