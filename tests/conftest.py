@@ -18,7 +18,13 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from monai_xreal.bundle import SCALE_FACTOR_FILE, default_bundle_path, initialise_bundle_weights, read_scale_factor
+from monai_xreal.bundle import (
+    SCALE_FACTOR_FILE,
+    default_bundle_path,
+    initialise_bundle_weights,
+    read_scale_factor,
+    write_scale_factor,
+)
 from monai_xreal.data import draw_anatomy, draw_box
 
 TINY_SIZE = 32
@@ -27,10 +33,10 @@ TINY_SIZE = 32
 def make_tiny_bundle(root: Path) -> Path:
     """The shipped cxr_xreal bundle with networks shrunk to 32x32 images and 16x16 latents."""
     shutil.copytree(default_bundle_path(), root, ignore=shutil.ignore_patterns("models", "output"))
-    # the networks live in common.json; models/ holds weights only, so the shipped scale factor is written in
+    # the networks live in common.json; the shipped scale factor is kept in models/, where common.json reads it
     config_path, meta_path = root / "configs" / "common.json", root / "configs" / "metadata.json"
     config = json.loads(config_path.read_text())
-    config["scale_factor"] = read_scale_factor(default_bundle_path() / SCALE_FACTOR_FILE)
+    write_scale_factor(root / SCALE_FACTOR_FILE, read_scale_factor(default_bundle_path() / SCALE_FACTOR_FILE))
     for key in ("autoencoder_def", "anatomy_controller_def"):
         config[key].update(channels=[8, 8], attention_levels=[False, False], norm_num_groups=8)
     tiny_unet = dict(channels=[16, 32], attention_levels=[False, True], num_head_channels=[0, 16], norm_num_groups=8)

@@ -364,7 +364,7 @@ def test_finetune_starts_from_the_bundles_unet_and_keeps_its_scale_factor(
     seen = run_training(
         ["train_diffusion.json", "finetune.json"], phantoms, tmp_path, epochs=2, preview_steps=1,
         autoencoder_weights=str(trained_autoencoder), unet_weights=str(unet_weights), learning_rate=0.002,
-        scale_factor_file=str(unet_weights.parent / "scale_factor.json"), trainable=trainable, lora_rank=2,
+        scale_factor_file=str(unet_weights.parent / "scale_factor.json"), trainable=trainable, lora_rank=2, gradient_checkpointing=trainable == "lora",
         ema_momentum=0.5,
     )  # fmt: skip
     parser = seen["parser"]

@@ -38,6 +38,7 @@ COMMANDS = {
     "utility": "utility",
     "benchmark": "benchmark",
     "convert": "convert",
+    "finetune": "finetune",
     "edit": "edit",
     "serve": "serve",
     "reader-study": "reader_study",

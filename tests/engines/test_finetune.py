@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import randomise_weights
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from torch.utils.checkpoint import checkpoint
 
 from monai_xreal.engines import LatentDiffusionPrepareBatch, MergedWeights, finetune_unet, trainable_parameters
 from monai_xreal.errors import XRealInputError
-from tests.conftest import randomise_weights
 
 UNET = dict(spatial_dims=2, in_channels=3, out_channels=3, channels=[16, 32], attention_levels=[False, True],
             num_res_blocks=1, num_head_channels=[0, 16], norm_num_groups=8, with_conditioning=True,
@@ -105,3 +106,30 @@ def test_the_training_target_is_the_schedulers_prediction_type(prediction_type):
     torch.testing.assert_close(target, expected[prediction_type])
     assert LatentDiffusionPrepareBatch(1000, _Text(), 1.0).prediction_type == "epsilon"
     assert LatentDiffusionPrepareBatch(1000, _Text(), 1.0, scheduler=DDIMScheduler()).prediction_type == "epsilon"
+
+
+def test_gradient_checkpointing_keeps_outputs_gradients_and_keys(monkeypatch):
+    import copy
+
+    import monai_xreal.engines.finetune as finetune
+
+    reference, checkpointed = _unet(), finetune_unet(_unet(), "all", gradient_checkpointing=True)
+    assert reference.state_dict().keys() == checkpointed.state_dict().keys()
+    calls = []
+    monkeypatch.setattr(finetune, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
+    x, t, context = _inputs()
+    for network in (reference, checkpointed):
+        network.train()
+        network(x, timesteps=t, context=context).square().mean().backward()
+    assert len(calls) == len(checkpointed.down_blocks) + 1 + len(checkpointed.up_blocks)  # every block, once
+    for (name, a), (_, b) in zip(reference.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-7, msg=name)
+    # an EMA-style deep copy runs its own weights, and nothing is checkpointed without gradients
+    ema = copy.deepcopy(checkpointed).eval()
+    calls.clear()
+    with torch.no_grad():
+        expected = ema(x, timesteps=t, context=context)
+        for p in checkpointed.parameters():
+            p.add_(0.1)
+        torch.testing.assert_close(ema(x, timesteps=t, context=context), expected)
+    assert not calls
