@@ -8,7 +8,15 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monai_xreal.cli.options import add_sampling_options, non_negative_int, output_folder, positive_int, sampling_knobs
+from monai_xreal.cli.options import (
+    add_demographic_options,
+    add_sampling_options,
+    demographics_of,
+    non_negative_int,
+    output_folder,
+    positive_int,
+    sampling_knobs,
+)
 from monai_xreal.errors import XRealInputError
 
 HELP = "generate CXRs that follow an anatomy mask, a pathology mask and a prompt"
@@ -26,6 +34,7 @@ def add_parser(commands) -> None:
     p.add_argument("--prompt", default="", help="finding or report text, e.g. 'Cardiomegaly' (default: empty)")
     p.add_argument("--report", type=Path, default=None, help="a report file (IU X-ray XML, MIMIC-CXR .txt or plain "
                    "text) whose FINDINGS and IMPRESSION are the prompt; instead of --prompt")  # fmt: skip
+    add_demographic_options(p)
     p.add_argument("--num-images", type=positive_int, default=1, help="images to generate (seeds SEED, SEED+1, ...)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first image (default: 0)")
     add_sampling_options(p)
@@ -63,6 +72,7 @@ def _prepare(args: argparse.Namespace):
     from monai_xreal.pipeline import XRealPipeline
     from monai_xreal.synthesis.provenance import bundle_record, mask_record
     from monai_xreal.synthesis.service import Condition, GenerationService
+    from monai_xreal.text.demographics import with_demographics
 
     report = None
     if args.report is not None:
@@ -72,14 +82,18 @@ def _prepare(args: argparse.Namespace):
             raise XRealInputError("report", "give --report or --prompt, not both")
         args.prompt = read_report_prompt(args.report)
         report = {"file": str(args.report.resolve()), "sha256": sha256_file(args.report)}
+    demographics = demographics_of(args)
+    prompt = with_demographics(args.prompt, demographics)
     anatomy = None if args.anatomy is None else load_mask(args.anatomy, "anatomy")
     pathology = None if args.pathology is None else load_mask(args.pathology, "pathology")
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = XRealPipeline.from_bundle(args.bundle, device=device, overrides=report_overrides(args.bundle, report))
     settings = pipe.settings(args.scheduler, **sampling_knobs(args))
-    pipe.prepare_conditions(anatomy, pathology, args.prompt)  # every bad input fails here, before any work
+    pipe.prepare_conditions(anatomy, pathology, prompt)  # every bad input fails here, before any work
     extra = {"report_adapter": pipe.prompt_adapter is not None, **({"report": report} if report else {})}
-    condition = Condition(anatomy, pathology, args.prompt, mask_record(args.anatomy, anatomy),
+    if demographics is not None:
+        extra["demographics"] = demographics.as_dict()
+    condition = Condition(anatomy, pathology, prompt, mask_record(args.anatomy, anatomy),
                           mask_record(args.pathology, pathology), extra)  # fmt: skip
     created = datetime.now(timezone.utc)
     return GenerationService(pipe, bundle_record(pipe, args.bundle), settings, device, created), condition

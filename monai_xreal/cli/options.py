@@ -10,9 +10,11 @@ from pathlib import Path
 from monai_xreal.errors import XRealInputError
 
 __all__ = [
+    "add_demographic_options",
     "add_judge_options",
     "add_sampling_options",
     "check_output_file",
+    "demographics_of",
     "make_parent",
     "dicom_text",
     "non_negative_int",
@@ -165,6 +167,32 @@ def sampling_knobs(args: argparse.Namespace) -> dict:
     from monai_xreal.pipeline.settings import KNOBS
 
     return {knob.name: getattr(args, knob.name, None) for knob in KNOBS}
+
+
+def add_demographic_options(p: argparse.ArgumentParser) -> None:
+    """``--sex`` / ``--age`` / ``--race`` / ``--view``: the patient's demographics, put in the prompt
+    (:class:`monai_xreal.text.demographics.Demographics`; for a bundle trained with them)."""
+    from monai_xreal.text.demographics import MAX_AGE, RACES, SEXES, VIEWS
+
+    p.add_argument("--sex", default=None, help=f"{' or '.join(SEXES)} (or F / M)")
+    p.add_argument("--age", default=None, help=f"age in years, 0 to {MAX_AGE}")
+    p.add_argument("--race", default=None, help=f"race / ethnicity: {', '.join(RACES)}")
+    p.add_argument("--view", default=None, help=f"{', '.join(VIEWS)}")
+
+
+def demographics_of(args: argparse.Namespace):
+    """The checked :class:`~monai_xreal.text.demographics.Demographics` of the options, or ``None``.
+
+    Raises:
+        XRealInputError: an unknown category or an age out of range (named by its option).
+    """
+    from monai_xreal.text.demographics import DEMOGRAPHIC_FIELDS, Demographics
+
+    given = {k: getattr(args, k, None) for k in DEMOGRAPHIC_FIELDS if getattr(args, k, None) is not None}
+    try:
+        return Demographics.from_mapping(given)
+    except XRealInputError as err:
+        raise XRealInputError(f"--{err.argument.split('.')[-1]}", err.message) from None
 
 
 def _judge(text: str) -> str | Path | None:

@@ -11,6 +11,7 @@ import numpy as np
 from monai.data import Dataset
 
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.demographics import Demographics
 
 __all__ = [
     "NORMAL_REPORT",
@@ -46,6 +47,7 @@ class PairedCXR:
         report: ``{"findings": ..., "impression": ...}``.
         boxes: ``(N, 4)`` float32 ``(x_min, y_min, x_max, y_max)`` of each finding's mask; ``box_labels`` their names.
         details: per-finding facts (side, zone or lobe, cardiothoracic ratio ``ctr``, ...) and how it was made.
+        demographics: ``{sex, age, race, view}`` (:class:`monai_xreal.text.demographics.Demographics`), or ``None``.
     """
 
     image: np.ndarray
@@ -56,6 +58,7 @@ class PairedCXR:
     boxes: np.ndarray
     box_labels: list[str]
     details: dict
+    demographics: dict | None = None
 
 
 @dataclass
@@ -70,9 +73,15 @@ class DrawnFinding:
 
 
 def paired_sample(
-    image: np.ndarray, anatomy: np.ndarray, drawn: Sequence[DrawnFinding], finding_names: Sequence[str], details: dict
+    image: np.ndarray,
+    anatomy: np.ndarray,
+    drawn: Sequence[DrawnFinding],
+    finding_names: Sequence[str],
+    details: dict,
+    demographics: Demographics | None = None,
 ) -> PairedCXR:
-    """Assemble a :class:`PairedCXR` from ``(H, W)`` arrays (rows, columns) and the findings drawn into it.
+    """Assemble a :class:`PairedCXR` from ``(H, W)`` arrays (rows, columns) and the findings drawn into it (and the
+    patient's demographics, if any).
 
     The pathology mask is the union of the findings' masks, each finding's box its mask's extent; labels cover
     ``finding_names`` plus ``"No Finding"``; the report joins the findings' sentences (or is the normal report).
@@ -101,6 +110,7 @@ def paired_sample(
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
         box_labels=names,
         details={**details, **{f.name: f.details for f in drawn}},
+        demographics=None if demographics is None else demographics.as_dict(),
     )
 
 
@@ -108,6 +118,8 @@ def paired_item(sample: PairedCXR, name: str, per_finding: bool = True) -> dict:
     """The non-image fields of a datalist item, with the adapters' keys: ``id``, ``labels``, ``report`` and, with
     ``per_finding``, ``boxes``, ``box_labels`` and ``details`` (one entry per finding, so they vary in length)."""
     item = {"id": name, "labels": sample.labels, "report": sample.report}
+    if sample.demographics:
+        item["demographics"] = dict(sample.demographics)
     if per_finding:
         item.update(boxes=sample.boxes.tolist(), box_labels=sample.box_labels, details=sample.details)
     return item

@@ -77,8 +77,9 @@ class XRealGenerateTask(PipelineInferTask):
             knobs = {knob.name: getattr(params, knob.alias or knob.name) for knob in KNOBS}
             settings = pipe.settings(params.scheduler, **knobs)
             service = GenerationService(pipe, self.bundle_record(pipe), settings, device, datetime.now(timezone.utc))
-            condition = Condition(anatomy, pathology, params.prompt, mask_record(None, anatomy),
-                                  self._pathology_record(pathology, params))  # fmt: skip
+            extra = {"demographics": params.demographics} if params.demographics else {}
+            condition = Condition(anatomy, pathology, params.model_prompt, mask_record(None, anatomy),
+                                  self._pathology_record(pathology, params), extra)  # fmt: skip
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:  # doubtful input: told in the response
                 warnings.simplefilter("always", XRealInputWarning)

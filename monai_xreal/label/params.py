@@ -17,6 +17,7 @@ from monai_xreal.errors import XRealInputError
 from monai_xreal.io.formats import IMAGE_FORMATS
 from monai_xreal.pipeline.settings import KNOBS, SCHEDULER_NAMES, Knob
 from monai_xreal.seeding import MAX_SEED, draw_seed
+from monai_xreal.text.demographics import DEMOGRAPHIC_FIELDS, Demographics, with_demographics
 
 __all__ = ["RESULT_EXTENSIONS", "GenerateLimits", "GenerateParams", "RequestTooLarge"]
 
@@ -70,7 +71,9 @@ class GenerateParams:
     ``steps`` / ``guidance`` / ``eta`` / ``anatomy_soft_value`` / ``anatomy_step_fraction`` / ``scheduler`` left
     ``None`` take the bundle's sampling defaults. ``boxes`` are ``(x_min, y_min, x_max, y_max)`` in the anatomy
     map's pixels along MONAI's reader axes (see ``BoxesToMask``). ``seed`` is drawn and echoed when not given, so
-    every response says how to reproduce it.
+    every response says how to reproduce it. ``demographics`` (``sex``, ``age``, ``race``, ``view``, given flat or
+    as one ``demographics`` object) are checked and go before the prompt
+    (:class:`~monai_xreal.text.demographics.Demographics`).
     """
 
     prompt: str = ""
@@ -85,6 +88,7 @@ class GenerateParams:
     pathology_feather: float | None = None
     scheduler: str | None = None
     boxes: list[list[float]] = field(default_factory=list)
+    demographics: dict = field(default_factory=dict)
     output_grid: str = "input"
     result_extension: str = ".nii.gz"
 
@@ -126,9 +130,15 @@ class GenerateParams:
             **{knob.alias or knob.name: _knob(get(knob.alias or knob.name, None), knob, limits) for knob in KNOBS},
             scheduler=scheduler,
             boxes=_boxes(get("boxes", None), limits.max_boxes),
+            demographics=_demographics(request),
             output_grid=output_grid,
             result_extension=extension,
         )
+
+    @property
+    def model_prompt(self) -> str:
+        """The prompt the model is given: the demographics' text, then the prompt."""
+        return with_demographics(self.prompt, Demographics.from_mapping(self.demographics or None))
 
     def echo(self) -> dict:
         """The parameters as the response reports them (``None``: the bundle's default was used)."""
@@ -146,6 +156,15 @@ class _Getter:
         if len(present) > 1:
             raise XRealInputError(name, f"given twice, as {present[0]!r} and {present[1]!r}")
         return self.request[present[0]] if present else default
+
+
+def _demographics(request: Mapping) -> dict:
+    flat = {k: request[k] for k in DEMOGRAPHIC_FIELDS if request.get(k) not in (None, "")}
+    nested = request.get("demographics")
+    if nested not in (None, "", {}) and flat:
+        raise XRealInputError("demographics", f"given both as an object and as {sorted(flat)}")
+    demographics = Demographics.from_mapping(nested if nested not in (None, "", {}) else flat)
+    return {} if demographics is None else demographics.as_dict()
 
 
 def _number(value, name: str, integer: bool = False, low: float | None = None, high: float | None = None):

@@ -42,6 +42,7 @@ from monai_xreal.simulation.findings import (
 from monai_xreal.simulation.outlines import LungBox, OutlineWarps, shape_pool
 from monai_xreal.simulation.projector import Pose, RayProjector
 from monai_xreal.simulation.radiograph import Exposure, attenuation, display, expose
+from monai_xreal.text.demographics import synthetic_demographics
 
 __all__ = ["MAX_SIZE", "MIN_SIZE", "RadiographSimulator", "SimulationDraw"]
 
@@ -158,7 +159,8 @@ class RadiographSimulator:
             drawn.insert(0, DrawnFinding("Cardiomegaly", anatomy == 3, text, "Cardiomegaly.",
                                          {"ctr": round(facts["ctr"], 3)}))  # fmt: skip
         details = {"ctr": round(facts["ctr"], 3), "simulation": self._record(draw)}
-        return paired_sample(image, anatomy, drawn, SIMULATED_FINDINGS, details)
+        return paired_sample(image, anatomy, drawn, SIMULATED_FINDINGS, details,
+                             synthetic_demographics(self.seed, index))  # fmt: skip
 
     def draw(self, rng: np.random.Generator, findings: Sequence[str] | None = None) -> SimulationDraw:
         """Everything random about one image, in a fixed order of draws."""

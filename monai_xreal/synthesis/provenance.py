@@ -215,7 +215,7 @@ def reproduce(
             entry = {**entry, "file": str((base_dir / entry["file"]).resolve())}
         records[key] = entry
     sampling = record["sampling"]
-    extra = {key: record[key] for key in ("report", "dataset", "report_adapter") if key in record}
+    extra = {key: record[key] for key in ("report", "dataset", "report_adapter", "demographics") if key in record}
     condition = Condition(masks["anatomy"], masks["pathology"], record.get("prompt", ""), records["anatomy"],
                           records["pathology"], extra)  # fmt: skip
     service = GenerationService(pipe, record["bundle"], SamplingSettings.from_record(sampling), pipe.device)

@@ -1,16 +1,25 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
-"""Conditioning encoders: text (transformers, local folders only) and label vectors, and a prompt-embedding cache."""
+"""Conditioning: text encoders (transformers, local folders only) and label vectors, a prompt-embedding cache,
+report sections and demographics.
 
-from monai_xreal.text.adapter import ReportEmbeddingAdapter
-from monai_xreal.text.bert_embedder import BERTEmbedder
-from monai_xreal.text.cache import PromptEmbeddingCache
-from monai_xreal.text.encoders import HFTextEncoder, LabelVectorConditioner, packaged_model_path
+Names are imported when first used, so that the light modules (``demographics``, ``reports``) load without torch.
+"""
 
-__all__ = [
-    "BERTEmbedder",
-    "HFTextEncoder",
-    "LabelVectorConditioner",
-    "PromptEmbeddingCache",
-    "ReportEmbeddingAdapter",
-    "packaged_model_path",
-]
+from __future__ import annotations
+
+from monai_xreal.lazy import lazy_attributes
+
+_EXPORTS = {
+    "BERTEmbedder": "monai_xreal.text.bert_embedder",
+    "Demographics": "monai_xreal.text.demographics",
+    "HFTextEncoder": "monai_xreal.text.encoders",
+    "LabelVectorConditioner": "monai_xreal.text.encoders",
+    "PromptEmbeddingCache": "monai_xreal.text.cache",
+    "ReportEmbeddingAdapter": "monai_xreal.text.adapter",
+    "packaged_model_path": "monai_xreal.text.encoders",
+    "with_demographics": "monai_xreal.text.demographics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

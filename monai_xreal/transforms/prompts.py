@@ -9,6 +9,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.demographics import Demographics, with_demographics
 from monai_xreal.text.reports import report_sections
 
 __all__ = ["NO_FINDING_PROMPT", "UNCONDITIONAL_PROMPT", "BuildPrompt", "BuildPromptd"]
@@ -102,6 +103,9 @@ class BuildPromptd(RandomizableTransform, MapTransform):
         output_key: where the prompt goes.
         source: ``"labels"`` or ``"report"``; by default the key's name when it is one of them, else ``"labels"``.
         allow_missing_keys: leave a dict without the key unchanged instead of raising ``KeyError``.
+        demographics_key: where an item's demographics object is (``None``: not read). When the item has one, its
+            text (:meth:`monai_xreal.text.demographics.Demographics.prompt`) goes before the prompt; dropout drops
+            both.
 
     The other arguments are :class:`BuildPrompt`'s.
     """
@@ -117,8 +121,10 @@ class BuildPromptd(RandomizableTransform, MapTransform):
         max_words: int | None = None,
         no_finding: str = NO_FINDING_PROMPT,
         allow_missing_keys: bool = False,
+        demographics_key: Hashable | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
+        self.demographics_key = demographics_key
         if len(self.keys) != 1:
             raise XRealInputError("keys", f"expected one key (labels or report), got {list(self.keys)}")
         if source is None:
@@ -132,5 +138,11 @@ class BuildPromptd(RandomizableTransform, MapTransform):
         self.randomize(None)
         for key in self.key_iterator(d):
             value: Mapping | str = d[key]  # type: ignore[assignment]
-            d[self.output_key] = UNCONDITIONAL_PROMPT if self._do_transform else self.builder.text(value)
+            if self._do_transform:
+                d[self.output_key] = UNCONDITIONAL_PROMPT
+                continue
+            demographics = None
+            if self.demographics_key is not None:
+                demographics = Demographics.from_mapping(d.get(self.demographics_key), str(self.demographics_key))
+            d[self.output_key] = with_demographics(self.builder.text(value), demographics)
         return d

@@ -1,4 +1,5 @@
 # Copyright (c) monai_xreal contributors. Licensed under the Apache License, Version 2.0.
+import json
 import subprocess
 import sys
 
@@ -102,12 +103,15 @@ def bad_inputs(tmp_path, mask_files):
         "not a number": (["--guidance-scale", "lots"], "argument --guidance-scale: 'lots' is not a number"),
         "negative seed": (["--seed", "-3"], "argument --seed: must be in [0"),
         "output is a file": (["--output-dir", str(a_file)], "argument --output-dir: "),
+        "age": (["--age", "200"], "--age: must be in [0, 120], got 200"),
+        "race": (["--race", "martian"], "--race: unknown value 'martian'; one of White, Black"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing file", "unreadable", "rgb", "3d", "fractional", "labels", "nan",
                                   "empty pathology", "no weights", "bad count", "bad format", "pathology size",
-                                  "too many steps", "not a number", "negative seed", "output is a file"])  # fmt: skip
+                                  "too many steps", "not a number", "negative seed", "output is a file", "age",
+                                  "race"])  # fmt: skip
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(tiny_bundle, mask_files, tmp_path, capsys, case):
     args, message = bad_inputs(tmp_path, mask_files)[case]
     out = tmp_path / "out"
@@ -120,6 +124,22 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(tiny_bundle, mask_f
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_demographics_are_in_the_prompt_and_the_record_and_replay(tiny_bundle, tiny_pipeline, mask_files, tmp_path):
+    out = tmp_path / "out"
+    assert generate(tiny_bundle, out, "--anatomy", str(mask_files["anatomy"]), "--prompt", "Cardiomegaly",
+                    "--sex", "F", "--age", "63", "--race", "WHITE", "--view", "PA", "--format", "nii.gz") == 0  # fmt: skip
+    record = json.loads((out / "xreal_seed0.json").read_text())
+    assert record["prompt"] == "63 year old White female, PA view. Cardiomegaly"
+    assert record["demographics"] == {"sex": "female", "age": 63, "race": "White", "view": "PA"}
+    written = nib.load(out / "xreal_seed0.nii.gz").get_fdata()
+    again = tmp_path / "again"
+    assert main(["generate", "--from-provenance", str(out / "xreal_seed0.json"), "--output-dir", str(again),
+                 "--format", "nii.gz"]) == 0  # fmt: skip
+    replayed = next(again.glob("*.json"))
+    assert json.loads(replayed.read_text())["demographics"] == record["demographics"]
+    np.testing.assert_array_equal(nib.load(next(again.glob("*.nii.gz"))).get_fdata(), written)
 
 
 def test_failure_keeps_an_existing_output_folder_clean(tiny_bundle, mask_files, tmp_path, capsys):

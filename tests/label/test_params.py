@@ -30,8 +30,8 @@ def test_params_fill_defaults_and_accept_numeric_text_and_aliases():
     assert params.echo() == {
         "prompt": "Cardiomegaly", "seed": 7, "steps": 12, "guidance": 3.0, "eta": 0.5, "anatomy_soft_value": None,
         "anatomy_step_fraction": None, "blending": "data", "anatomy_num_inference_steps": None,
-        "pathology_feather": 1.5, "scheduler": None, "boxes": [[1.0, 2.0, 30.0, 40.0]], "output_grid": "input",
-        "result_extension": ".png",
+        "pathology_feather": 1.5, "scheduler": None, "boxes": [[1.0, 2.0, 30.0, 40.0]], "demographics": {},
+        "output_grid": "input", "result_extension": ".png",
     }  # fmt: skip
     drawn = GenerateParams.from_request({})
     assert 0 <= drawn.seed < 2**31 and drawn.steps is None and drawn.result_extension == ".nii.gz"
@@ -60,12 +60,25 @@ def test_params_fill_defaults_and_accept_numeric_text_and_aliases():
         ({"boxes": [[5, 5, 1, 1]]}, XRealInputError, "boxes: box 0 [5.0, 5.0, 1.0, 1.0] needs x_min < x_max"),
         ({"boxes": [[0, 0, "a", 1]]}, XRealInputError, "boxes[0]: must be a number"),
         ({"boxes": [[0, 0, 1, 1]] * 65}, RequestTooLarge, "boxes: 65 boxes"),
+        ({"age": 200}, XRealInputError, "demographics.age: must be in [0, 120]"),
+        ({"sex": "x"}, XRealInputError, "demographics.sex: unknown value 'x'"),
+        ({"demographics": {"age": 3}, "sex": "F"}, XRealInputError, "demographics: given both"),
+        ({"demographics": {"weight": 3}}, XRealInputError, "unknown field(s) ['weight']"),
     ],
 )
 def test_params_refuse_bad_values_in_one_line_naming_the_parameter(request_, error, reason):
     with pytest.raises(error) as raised:
         GenerateParams.from_request(request_)
     assert reason in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_demographics_flat_or_nested_go_before_the_prompt():
+    flat = GenerateParams.from_request({"prompt": "Cardiomegaly", "sex": "M", "age": "70", "race": "ASIAN - KOREAN"})
+    nested = GenerateParams.from_request({"prompt": "Cardiomegaly", "demographics": {"sex": "male", "age": 70,
+                                                                                     "race": "Asian"}})  # fmt: skip
+    assert flat.demographics == nested.demographics == {"sex": "male", "age": 70, "race": "Asian"}
+    assert flat.model_prompt == "70 year old Asian male. Cardiomegaly"
+    assert GenerateParams.from_request({"prompt": "Edema"}).model_prompt == "Edema"
 
 
 def test_limits_from_conf_apply_to_requests():

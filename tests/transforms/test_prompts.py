@@ -105,3 +105,16 @@ def test_dict_version_keys_and_compose_with_set_determinism():
     seeded = Compose([BuildPromptd("labels", drop_prob=0.5)])
     draws = [seeded.set_random_state(seed=3)(data)["prompt"] for _ in range(5)]
     assert len(set(draws)) == 1  # re-seeding restarts the same stream
+
+
+def test_demographics_go_before_the_prompt_and_drop_with_it():
+    from monai_xreal.transforms import BuildPromptd
+
+    item = {"labels": {"Cardiomegaly": 1}, "demographics": {"sex": "F", "age": 63, "race": "WHITE"}}
+    assert BuildPromptd("labels", demographics_key="demographics")(item)["prompt"] == (
+        "63 year old White female. Cardiomegaly")  # fmt: skip
+    assert BuildPromptd("labels")(item)["prompt"] == "Cardiomegaly"  # not read unless asked
+    assert BuildPromptd("labels", demographics_key="demographics")({"labels": {}})["prompt"] == "No Finding"
+    assert BuildPromptd("labels", drop_prob=1.0, demographics_key="demographics")(item)["prompt"] == ""
+    with pytest.raises(XRealInputError, match="demographics.age"):
+        BuildPromptd("labels", demographics_key="demographics")({**item, "demographics": {"age": 200}})

@@ -15,6 +15,7 @@ from monai_xreal.data.phantoms.findings import PHANTOM_FINDINGS, draw_finding, l
 from monai_xreal.data.phantoms.lungs import load_lung_shapes
 from monai_xreal.data.phantoms.render import render_radiograph
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.demographics import synthetic_demographics
 
 __all__ = ["MAX_SIZE", "MIN_SIZE", "Phantom", "PhantomGenerator"]
 
@@ -59,4 +60,5 @@ class PhantomGenerator:
         image = render_radiograph(anatomy, [f for f in drawn if f.mask.any()], rng)
         shown = [DrawnFinding(f.name, f.mask, f.findings, f.impression, f.details) for f in drawn]
         # a finding squeezed out of a tiny lung is not reported
-        return paired_sample(image, anatomy.label_map(), shown, PHANTOM_FINDINGS, {"ctr": round(anatomy.ctr, 3)})
+        return paired_sample(image, anatomy.label_map(), shown, PHANTOM_FINDINGS, {"ctr": round(anatomy.ctr, 3)},
+                             synthetic_demographics(self.seed, index))  # fmt: skip
