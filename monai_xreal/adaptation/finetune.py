@@ -58,6 +58,16 @@ def _training_items(datalist: Path) -> list[dict]:
     return items
 
 
+def _check_demographics(items: list[dict]) -> int:
+    """Every item's demographics checked (no image is read); returns how many items have some."""
+    from monai_xreal.text.demographics import Demographics
+
+    found = 0
+    for index, item in enumerate(items):
+        found += Demographics.from_mapping(item.get("demographics"), f"training[{index}].demographics") is not None
+    return found
+
+
 def _check_images(items: list[dict], spatial_size: tuple[int, int], channels: int) -> None:
     """The first images: grey (one channel), not smaller than the model grid; a non-square one is warned about."""
     from monai.transforms import LoadImage
@@ -101,7 +111,8 @@ def check_finetune_request(
     Raises:
         XRealInputError: a bundle without the fine-tuning configs or UNet weights, a UNet that cannot be fine-tuned
             as asked (say, ``trainable="attention"`` on a text-free UNet), a datalist without training items or
-            labels, colour images, images smaller than the model grid.
+            labels, colour images, images smaller than the model grid; with ``demographics_in_prompt``, an item's
+            unknown demographic category or out-of-range age, or no item with demographics.
     """
     from monai_xreal.bundle import has_weights, read_bundle_config
     from monai_xreal.engines.finetune import TRAINABLE, finetune_unet
@@ -125,6 +136,8 @@ def check_finetune_request(
     spatial_size = tuple(int(s) for s in parser.get_parsed_content("spatial_size"))
     channels = int(parser.get_parsed_content("autoencoder_def#in_channels"))
     items = _training_items(datalist)
+    if (overrides or {}).get("demographics_in_prompt") and not _check_demographics(items):
+        raise XRealInputError("datalist", f"no training item of {datalist} has demographics to put in the prompts")
     _check_images(items, spatial_size, channels)
     return FinetuneRequest(bundle, datalist, len(items), spatial_size,
                            {"datalist": str(datalist), "trainable": trainable, **(overrides or {})})  # fmt: skip

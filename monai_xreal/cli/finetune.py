@@ -49,6 +49,9 @@ def add_parser(commands) -> None:
                    help="learning rate (default: finetune.json's, 1e-5)")  # fmt: skip
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the UNet blocks' activations in the backward pass (less memory, more time)")  # fmt: skip
+    p.add_argument("--demographics", action="store_true",
+                   help="put the items' demographics (sex, age, race, view) in their training prompts, so that "
+                   "generate --sex/--age/--race/--view steer the new bundle")  # fmt: skip
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
     p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.set_defaults(run=run)
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> Path:
     from monai_xreal.bundle import default_bundle_path
 
     overrides = {"lora_rank": args.lora_rank, "accumulation_steps": args.accumulation_steps,
-                 "gradient_checkpointing": args.gradient_checkpointing}  # fmt: skip
+                 "gradient_checkpointing": args.gradient_checkpointing,
+                 "demographics_in_prompt": args.demographics}  # fmt: skip
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.learning_rate)):
         if value is not None:
             overrides[key] = value

@@ -8,8 +8,16 @@ import os
 from pathlib import Path
 
 from monai_xreal.cli.options import add_sampling_options, sampling_knobs
+from monai_xreal.text.demographics import GROUPINGS
 
 HELP = "generate a synthetic dataset: K images per condition, with a manifest and a MONAI datalist"
+
+
+def _groupings(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names or len(set(names)) != len(names) or any(n not in GROUPINGS for n in names):
+        raise argparse.ArgumentTypeError(f"expected distinct groupings of {','.join(GROUPINGS)}, got {text!r}")
+    return names
 
 
 def add_parser(commands) -> None:
@@ -37,6 +45,10 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--copy-threshold", type=float, default=None,
                    help="copy score from which a sample counts as a copy (default: 0.6)")  # fmt: skip
+    p.add_argument("--balance-demographics", type=_groupings, default=(), metavar="GROUPINGS",
+                   help=f"comma-separated, of {','.join(GROUPINGS)}: every condition made once per combination of "
+                   "their groups, --samples-per-condition images each, for fairness studies (the bundle must be "
+                   "trained with demographics in its prompts)")  # fmt: skip
     add_sampling_options(p)
     p.set_defaults(run=run)
 
@@ -60,6 +72,7 @@ def run(args: argparse.Namespace) -> dict:
         knobs=sampling_knobs(args), scheduler=args.scheduler, patient_name=args.patient_name,
         patient_id=args.patient_id, data_root=args.data_root, cpu_threads=args.cpu_threads,
         exclude_copies_of=args.exclude_copies_of, copy_threshold=threshold,
+        balance_demographics=args.balance_demographics,
     )  # fmt: skip
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = args.device or torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.demographics import Demographics
 
 __all__ = ["CONDITION_KEYS", "load_conditions", "read_json"]
 
-CONDITION_KEYS = ("id", "anatomy", "pathology", "prompt", "seed")
+CONDITION_KEYS = ("id", "anatomy", "pathology", "prompt", "seed", "demographics")
 # ids name output files and folders: letters, digits, "_", "-", "." (not first), at most 128 characters
 _ID = re.compile(r"\w[\w.-]{0,127}")
 
@@ -41,7 +42,7 @@ def load_conditions(path: str | Path, base_seed: int = 0, root: str | Path | Non
 
     Returns:
         one dict per condition with ``id``, ``prompt``, ``seed`` and, when given, ``anatomy`` and ``pathology``
-        as absolute paths.
+        as absolute paths and ``demographics`` (checked, :class:`~monai_xreal.text.demographics.Demographics`).
 
     Raises:
         XRealInputError: unreadable file, wrong structure, duplicate or unsafe ids, a mask outside ``root`` or a
@@ -72,6 +73,9 @@ def load_conditions(path: str | Path, base_seed: int = 0, root: str | Path | Non
         if item["id"] in seen:
             raise XRealInputError(f"{where}.id", f"{item['id']!r} is duplicated")
         seen.add(item["id"])
+        demographics = Demographics.from_mapping(entry.get("demographics"), f"{where}.demographics")
+        if demographics is not None:
+            item["demographics"] = demographics.as_dict()
         for key in ("anatomy", "pathology"):
             if entry.get(key) is None:
                 continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import groupby
@@ -41,8 +41,17 @@ from monai_xreal.synthesis.manifest import Manifest, write_atomically
 from monai_xreal.synthesis.provenance import bundle_record, mask_record
 from monai_xreal.synthesis.service import Condition, Generated, GenerationService, Sample
 from monai_xreal.synthesis.writer import IMAGE_FORMATS, SyntheticImageWriter, remove_partials, sidecar_path
+from monai_xreal.text.demographics import DEMOGRAPHIC_FIELDS, Demographics, balanced_demographics, with_demographics
 
-__all__ = ["MAX_REGENERATIONS", "DatasetSpec", "WorkUnit", "generate_dataset", "plan_units", "sample_seed"]
+__all__ = [
+    "MAX_REGENERATIONS",
+    "DatasetSpec",
+    "WorkUnit",
+    "balanced_conditions",
+    "generate_dataset",
+    "plan_units",
+    "sample_seed",
+]
 
 SCHEMA = "monai_xreal.dataset/1"
 MAX_REGENERATIONS = 3  # a sample that copies a training image is made again with the next seed this often at most
@@ -54,6 +63,10 @@ class DatasetSpec:
 
     ``cpu_threads`` is the torch thread count of each process on CPU: CPU kernels split sums by thread, so it
     is fixed for the whole dataset (like the batch size) for the pixels not to depend on how the run was split.
+
+    ``balance_demographics``: groupings (``sex``, ``age_group``, ``race``, ``view``): every condition is made once per
+    combination of their groups (:func:`balanced_conditions`), ``samples_per_condition`` images each, so a fairness
+    study gets the same number of images in every group.
 
     ``exclude_copies_of``: a training datalist; a sample whose copy score against its images
     (:class:`~monai_xreal.memorisation.CopyDetector`) reaches ``copy_threshold`` is made again with the next seed
@@ -75,6 +88,7 @@ class DatasetSpec:
     cpu_threads: int = 1
     exclude_copies_of: Path | None = None
     copy_threshold: float = DEFAULT_THRESHOLD
+    balance_demographics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,24 @@ class WorkUnit:
 
 
 sample_seed = dataset_seed  # the seed scheme lives in monai_xreal.seeding
+
+
+def balanced_conditions(conditions: list[dict], by: Sequence[str]) -> list[dict]:
+    """Each condition once per combination of the groups of ``by``
+    (:func:`~monai_xreal.text.demographics.balanced_demographics`), its id suffixed with the group (``c1__female_49``)
+    and the group's values over any it had.
+
+    Raises:
+        XRealInputError: an unknown grouping.
+    """
+    combos = balanced_demographics(by)
+    expanded = []
+    for condition in conditions:
+        for combo in combos:
+            values = {**condition.get("demographics", {}), **combo.as_dict()}
+            suffix = "_".join(str(values[f]).replace("/", "-") for f in DEMOGRAPHIC_FIELDS if f in combo.as_dict())
+            expanded.append({**condition, "id": f"{condition['id']}__{suffix}", "demographics": values})
+    return expanded
 
 
 def plan_units(
@@ -123,6 +155,8 @@ def generate_dataset(
 
     _check(spec)
     conditions = load_conditions(spec.conditions, base_seed=spec.seed, root=spec.data_root)
+    if spec.balance_demographics:
+        conditions = balanced_conditions(conditions, spec.balance_demographics)
     if torch.device(device).type == "cpu":
         torch.set_num_threads(spec.cpu_threads)  # part of the result: see DatasetSpec
     pipe = XRealPipeline.from_bundle(spec.bundle, device=device)
@@ -244,6 +278,7 @@ def _settings(spec: DatasetSpec, settings: Mapping, bundle: Mapping, device: tor
         "patient": {"name": spec.patient_name, "id": spec.patient_id},
         "device": device.type,
         "cpu_threads": spec.cpu_threads if device.type == "cpu" else None,
+        "balance_demographics": list(spec.balance_demographics) or None,
         "exclude_copies": None if spec.exclude_copies_of is None else {
             "training_sha256": sha256_file(spec.exclude_copies_of), "threshold": spec.copy_threshold,
             "regenerations": MAX_REGENERATIONS,
@@ -298,9 +333,10 @@ def _condition(out: Path, condition: Mapping) -> Condition:
         masks[key] = load_mask(copy, f"{condition['id']}.{key}")
         records[key] = mask_record(copy, masks[key])
         records[key]["file"] = f"../../{_mask_copy(condition, key)}"  # from images/<id>/, so the dataset can move
-    return Condition(
-        masks["anatomy"], masks["pathology"], condition["prompt"], records["anatomy"], records["pathology"]
-    )
+    demographics = Demographics.from_mapping(condition.get("demographics"))
+    extra = {} if demographics is None else {"demographics": demographics.as_dict()}
+    prompt = with_demographics(condition["prompt"], demographics)
+    return Condition(masks["anatomy"], masks["pathology"], prompt, records["anatomy"], records["pathology"], extra)
 
 
 def _sample(out: Path, info: Mapping, spec: DatasetSpec, condition: Mapping, index: int, k: int, created) -> Sample:
@@ -342,6 +378,8 @@ def _finalize(out: Path, conditions: list[dict], samples_per_condition: int) -> 
             item = {"image": entry["file"], "prompt": condition["prompt"], "condition_id": condition["id"],
                     "sample_index": k, "seed": entry["seed"]}  # fmt: skip
             item |= {key: _mask_copy(condition, key) for key in ("anatomy", "pathology") if key in condition}
+            if condition.get("demographics"):
+                item["demographics"] = dict(condition["demographics"])
             training.append(item)
     manifest.rewrite(ordered)
     write_atomically(out / "datalist.json", json.dumps({"training": training}, indent=2, ensure_ascii=False) + "\n")

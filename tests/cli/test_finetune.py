@@ -62,6 +62,8 @@ def test_finetune_command_writes_a_bundle(tiny_bundle, grey, tmp_path, capsys):
         ("output exists", "exists and is not empty"),
         ("bad trainable", "invalid choice"),
         ("bad rank", "--lora-rank"),
+        ("bad demographics", "training[1].demographics.race: unknown value 'martian'"),
+        ("no demographics", "no training item of"),
     ],
 )
 def test_bad_requests_are_one_line_and_exit_2(tiny_bundle, grey, tmp_path, capsys, case, message):
@@ -87,6 +89,12 @@ def test_bad_requests_are_one_line_and_exit_2(tiny_bundle, grey, tmp_path, capsy
         options = ["--trainable", "bias"]
     elif case == "bad rank":
         options = ["--lora-rank", "0"]
+    elif case in ("bad demographics", "no demographics"):
+        options = ["--demographics"]
+        if case == "bad demographics":
+            items = json.loads(datalist.read_text())["training"]
+            items[0]["demographics"], items[1]["demographics"] = {"sex": "F"}, {"race": "martian"}
+            datalist.write_text(json.dumps({"training": items}))
     code = _run("--bundle", bundle, "--datalist", datalist, "--output-bundle", tmp_path / "mine", *options)
     assert code == 2
     error = capsys.readouterr().err.strip()

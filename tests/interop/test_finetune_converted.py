@@ -73,8 +73,12 @@ def test_convert_finetune_train_controllers_and_generate_with_masks(converted, r
 
     # 1. fine-tune the converted UNet (every parameter) on the radiographs: v-prediction, [-1, 1], its scale factor
     run = _train(bundle, ["train_diffusion.json", "finetune.json"], radiographs, tmp_path / "finetune", epochs=6,
-                 batch_size=4, learning_rate=0.003, ema_momentum=0.5, preview_steps=1)  # fmt: skip
+                 batch_size=4, learning_rate=0.003, ema_momentum=0.5, preview_steps=1,
+                 demographics_in_prompt=True)  # fmt: skip
     parser = run["parser"]
+    # the phantoms carry (synthetic) demographics, which the training prompts now start with
+    trained = parser.get_parsed_content("prepare_batch").embeddings
+    assert any(p.startswith(tuple(f"{age} year old" for age in range(18, 91))) for p in trained.prompts())
     prepare = parser.get_parsed_content("prepare_batch")
     assert prepare.prediction_type == "v_prediction" and prepare.scale_factor == conversion_scale
     assert parser.get_parsed_content("train#deterministic_transforms#encode_latent").low == -1.0
@@ -104,11 +108,13 @@ def test_convert_finetune_train_controllers_and_generate_with_masks(converted, r
     out = tmp_path / "generated"
     argv = ["generate", "--bundle", str(bundle), "--anatomy", str(radiographs / item["anatomy"]),
             "--pathology", str(radiographs / item["pathology"]), "--prompt", prompt, "--num-images", "2",
-            "--num-inference-steps", "4", "--output-dir", str(out), "--device", "cpu"]  # fmt: skip
+            "--num-inference-steps", "4", "--output-dir", str(out), "--device", "cpu", "--sex", "F", "--age", "70",
+            "--race", "Black", "--view", "PA"]  # fmt: skip
     assert main(argv) == 0
     images = sorted(p for p in out.iterdir() if p.suffix == ".png")
     assert len(images) == 2
     record = json.loads(next(out.glob("*.json")).read_text())
+    assert record["prompt"] == "70 year old Black female, PA view. Pleural Effusion"
     weights = record["bundle"]["weights"]  # provenance names the fine-tuned UNet and the trained controllers
     assert weights["models/model.pt"] == sha256_file(tmp_path / "finetune" / "model.pt")
     assert {"models/model_anatomy_controller.pt", "models/model_controlnet.pt"} <= set(weights)

@@ -198,3 +198,36 @@ def test_work_units_are_planned_lazily_and_split_by_rank():
     assert every == [WorkUnit(c, s) for c in (0, 1) for s in ((0, 1), (2, 3), (4,))]
     ranks = [list(plan_units(2, 5, 2, rank=r, world_size=3)) for r in range(3)]
     assert sorted(sum(ranks, []), key=every.index) == every and not set(ranks[0]) & set(ranks[1])
+
+
+def test_balanced_demographics_make_every_group_equally(tiny_bundle, tmp_path):
+    folder = tmp_path / "conditions"
+    folder.mkdir()
+    anatomy = save_mask(draw_anatomy((32, 32)), folder, "anatomy")
+    entries = [{"id": "c", "anatomy": anatomy.name, "prompt": "Cardiomegaly", "demographics": {"view": "AP"}}]
+    (folder / "conditions.json").write_text(json.dumps({"conditions": entries}))
+    out = tmp_path / "dataset"
+    run([sys.executable, "-m", "monai_xreal", "generate-dataset", "--bundle", str(tiny_bundle), "--conditions",
+         str(folder / "conditions.json"), "--samples-per-condition", "2", "--num-inference-steps", "2",
+         "--output-dir", str(out), "--balance-demographics", "sex,age_group"])  # fmt: skip
+    items = json.loads((out / "datalist.json").read_text())["training"]
+    assert len(items) == 2 * 2 * 5  # 2 sexes x 5 age groups, 2 images each
+    groups = {}
+    for item in items:
+        d = item["demographics"]
+        assert d["view"] == "AP" and item["prompt"] == "Cardiomegaly"  # the condition's own values are kept
+        groups.setdefault((d["sex"], d["age"]), []).append(item)
+        record = json.loads((out / item["image"]).with_suffix(".json").read_text())
+        assert record["demographics"] == d and record["prompt"].endswith("AP view. Cardiomegaly")
+        assert record["prompt"].startswith(f"{d['age']} year old {d['sex']}")
+    assert len(groups) == 10 and {len(v) for v in groups.values()} == {2}
+    assert json.loads((out / "dataset.json").read_text())["balance_demographics"] == ["sex", "age_group"]
+
+
+def test_a_conditions_bad_demographics_are_named(tmp_path):
+    from monai_xreal.data import load_conditions
+    from monai_xreal.errors import XRealInputError
+
+    (tmp_path / "c.json").write_text(json.dumps({"conditions": [{"prompt": "x", "demographics": {"age": 300}}]}))
+    with pytest.raises(XRealInputError, match=r"conditions\[0\]\.demographics\.age: must be in \[0, 120\]"):
+        load_conditions(tmp_path / "c.json")
