@@ -21,6 +21,7 @@ _EXPORTS = {
     "UNCERTAIN_POLICIES": "monai_xreal.data.mimic",
     "VINDR_CLASSES": "monai_xreal.data.boxes",
     "chexmask_datalist": "monai_xreal.data.chexmask",
+    "chexpert_datalist": "monai_xreal.data.chexpert",
     "draw_anatomy": "monai_xreal.data.shapes",
     "draw_box": "monai_xreal.data.shapes",
     "iu_xray_datalist": "monai_xreal.data.iu_xray",

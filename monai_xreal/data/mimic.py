@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai_xreal.data.skips import RowSkips
 from monai_xreal.data.tables import read_rows, row_float
 from monai_xreal.errors import XRealInputError
+from monai_xreal.text.demographics import MAX_AGE, Demographics, frontal_or_lateral
 from monai_xreal.text.reports import report_sections
 
-__all__ = ["CHEXPERT_CLASSES", "MISSING_POLICIES", "UNCERTAIN_POLICIES", "mimic_cxr_datalist", "mimic_cxr_path"]
+__all__ = ["CHEXPERT_CLASSES", "MISSING_POLICIES", "UNCERTAIN_POLICIES", "chexpert_labels", "mimic_cxr_datalist",
+           "mimic_cxr_path"]  # fmt: skip
 
 CHEXPERT_CLASSES = (
     "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion",
@@ -43,32 +46,43 @@ def _check_cells(row: dict[str, str], columns: Sequence[str], where: str) -> Non
         raise XRealInputError(where, f"the row has no cell for column(s) {short}")
 
 
-def _read_labels(path: Path, uncertain: str, missing: str, skips: RowSkips) -> tuple[dict[str, dict], set[str]]:
-    """Study id -> labels; and the studies whose label row was bad (skipped), whose images are then left out."""
+def chexpert_labels(row: dict[str, str], path: Path, line: int, uncertain: str, missing: str) -> dict[str, int]:
+    """A CheXpert-labeler row (MIMIC-CXR's label tables, CheXpert's own ``train.csv``) as ``{class: 0 or 1}`` under
+    the ``uncertain`` and ``missing`` policies (see :func:`mimic_cxr_datalist`).
+
+    Raises:
+        XRealInputError: a missing cell or a value other than 1 / 0 / -1 / empty (naming the file and line).
+    """
+    where = f"{path}:{line}"
+    _check_cells(row, CHEXPERT_CLASSES, where)
     policy = {1.0: 1, 0.0: 0, -1.0: {"zeros": 0, "ones": 1, "ignore": _IGNORE}[uncertain]}
     not_mentioned = 0 if missing == "zeros" else _IGNORE
+    values = {}
+    for name in CHEXPERT_CLASSES:
+        cell = row[name]
+        # pandas writes NaN as an empty cell (some exports spell it out): the labeler found no mention
+        if cell.lower() in ("", "nan"):
+            value = not_mentioned
+        else:
+            number = row_float(cell, path, line, name)
+            if number not in policy:
+                raise XRealInputError(where, f"column {name!r} holds {cell!r}; expected 1, 0, -1 or empty")
+            value = policy[number]
+        if value is not _IGNORE:
+            values[name] = value
+    return values
+
+
+def _read_labels(path: Path, uncertain: str, missing: str, skips: RowSkips) -> tuple[dict[str, dict], set[str]]:
+    """Study id -> labels; and the studies whose label row was bad (skipped), whose images are then left out."""
     labels: dict[str, dict] = {}
     bad: set[str] = set()
     for line, _, row in read_rows(path, ["study_id", *CHEXPERT_CLASSES]):
         where, study = f"{path}:{line}", row["study_id"]
         try:
-            _check_cells(row, CHEXPERT_CLASSES, where)
             if study in labels or study in bad:
                 raise XRealInputError(where, f"study {study} has a second label row")
-            values = {}
-            for name in CHEXPERT_CLASSES:
-                cell = row[name]
-                # pandas writes NaN as an empty cell (some exports spell it out): the labeler found no mention
-                if cell.lower() in ("", "nan"):
-                    value = not_mentioned
-                else:
-                    number = row_float(cell, path, line, name)
-                    if number not in policy:
-                        raise XRealInputError(where, f"column {name!r} holds {cell!r}; expected 1, 0, -1 or empty")
-                    value = policy[number]
-                if value is not _IGNORE:
-                    values[name] = value
-            labels[study] = values
+            labels[study] = chexpert_labels(row, path, line, uncertain, missing)
         except XRealInputError as err:
             bad.add(study)
             skips.handle(err)
@@ -85,6 +99,7 @@ def mimic_cxr_datalist(
     reports_root: str | Path | None = None,
     require_images: bool = True,
     skip_invalid: bool = False,
+    patients_root: str | Path | None = None,
 ) -> list[dict]:
     """One data dict per image of a MIMIC-CXR-JPG folder, in the order of the metadata table.
 
@@ -108,6 +123,11 @@ def mimic_cxr_datalist(
         require_images: check that each .jpg exists (a missing one is an error, or a skip with ``skip_invalid``).
         skip_invalid: skip bad rows, unreadable label rows (their study's images) and missing files instead of
             stopping; the count and first reason are logged at the end.
+        patients_root: MIMIC-IV's ``hosp`` folder (``patients.csv[.gz]``: ``gender``, ``anchor_age``,
+            ``anchor_year``; ``admissions.csv[.gz]``: ``race``, optional). Then each item gets ``demographics``
+            (:class:`~monai_xreal.text.demographics.Demographics`): sex, the age at the study (``anchor_age`` plus
+            the years from ``anchor_year`` to the StudyDate, both on MIMIC's shifted calendar; 91 stands for 91 and
+            over), the subject's most frequent race over its admissions, and the view.
 
     Raises:
         XRealInputError: a missing table or column, a label other than 1 / 0 / -1 / empty, a non-numeric id (all
@@ -138,6 +158,7 @@ def mimic_cxr_datalist(
         report_dir = report_dir.parent
     reports: dict[str, dict | None] = {}
 
+    patients = None if patients_root is None else _patients(Path(patients_root))
     columns = ["dicom_id", "subject_id", "study_id", "ViewPosition"]
     result = []
     for line, _, row in read_rows(metadata, columns):
@@ -172,9 +193,45 @@ def mimic_cxr_datalist(
             continue
         if reports[study] is not None:
             item["report"] = dict(reports[study])
+        if patients is not None:
+            demographics = _demographics(patients.get(subject), view, row.get("StudyDate", ""), where)
+            if demographics:
+                item["demographics"] = demographics
         result.append(item)
     skips.report()
     return result
+
+
+def _patients(hosp: Path) -> dict[str, dict]:
+    """``subject_id -> {sex, anchor_age, anchor_year, race}`` from MIMIC-IV's ``hosp`` tables."""
+    patients_table = _table(hosp, "patients.csv")
+    patients = {}
+    for line, _, row in read_rows(patients_table, ["subject_id", "gender", "anchor_age", "anchor_year"]):
+        patients[row["subject_id"]] = {
+            "sex": row["gender"], "anchor_age": row_float(row["anchor_age"], patients_table, line, "anchor_age"),
+            "anchor_year": row_float(row["anchor_year"], patients_table, line, "anchor_year"),
+        }  # fmt: skip
+    admissions = _table(hosp, "admissions.csv", required=False)
+    if admissions is not None:
+        races: dict[str, Counter] = {}
+        for _, _, row in read_rows(admissions, ["subject_id", "race"]):
+            races.setdefault(row["subject_id"], Counter())[row["race"]] += 1
+        for subject, counts in races.items():
+            if subject in patients:
+                patients[subject]["race"] = counts.most_common(1)[0][0]
+    return patients
+
+
+def _demographics(patient: dict | None, view: str, study_date: str, where: str) -> dict:
+    """An item's checked demographics (unknown values left out)."""
+    values = {"view": frontal_or_lateral(view)}
+    if patient is not None:
+        age = patient["anchor_age"]
+        if len(study_date) >= 4 and study_date[:4].isdigit():
+            age += int(study_date[:4]) - patient["anchor_year"]
+        values.update(sex=patient["sex"], age=int(min(max(age, 0), MAX_AGE)), race=patient.get("race"))
+    demographics = Demographics.from_mapping(values, f"{where} demographics")
+    return {} if demographics is None else demographics.as_dict()
 
 
 def _report(root: Path, subject: str, study: str, required: bool) -> dict[str, str] | None:

@@ -28,6 +28,7 @@ __all__ = [
     "VIEWS",
     "Demographics",
     "balanced_demographics",
+    "frontal_or_lateral",
     "synthetic_demographics",
     "with_demographics",
 ]
@@ -57,7 +58,8 @@ _RACE_ALIASES = {
 }  # fmt: skip
 _VIEW_ALIASES = {"pa": "PA", "ap": "AP", "lateral": "lateral", "lat": "lateral", "ll": "lateral", "rl": "lateral"}
 # values that mean "not known": the field is left out
-_UNKNOWN = {"", "unknown", "unable to obtain", "patient declined to answer", "declined", "not specified", "nan", "na"}
+_UNKNOWN = {"", "unknown", "unable to obtain", "patient declined to answer", "declined", "not specified", "nan", "na",
+            "patient refused", "race and ethnicity unknown", "unknown, unknown"}  # fmt: skip
 
 
 def _known(value) -> bool:
@@ -66,7 +68,8 @@ def _known(value) -> bool:
 
 def _category(value, aliases: Mapping[str, str], allowed: Sequence[str], argument: str) -> str:
     text = str(value).strip().lower()
-    for key in (text, text.split(" - ")[0].strip()):
+    # the detail after " - " (MIMIC-IV: "ASIAN - CHINESE") or ", " (CheXpert: "White, non-Hispanic") is dropped
+    for key in (text, text.split(" - ")[0].strip(), text.split(",")[0].strip()):
         if key in aliases:
             return aliases[key]
     raise XRealInputError(argument, f"unknown value {value!r}; one of {', '.join(allowed)} (or leave it out)")
@@ -151,6 +154,11 @@ def _age(value, argument: str) -> int:
     if not 0 <= value <= MAX_AGE:
         raise XRealInputError(argument, f"must be in [0, {MAX_AGE}], got {value}")
     return int(value)
+
+
+def frontal_or_lateral(view: str) -> str | None:
+    """A DICOM ViewPosition as one of :data:`VIEWS`, or ``None`` for any other (``"AP AXIAL"``, ``"LAO"``, ...)."""
+    return _VIEW_ALIASES.get(str(view).strip().lower())
 
 
 def with_demographics(prompt: str, demographics: Demographics | None) -> str:

@@ -214,3 +214,24 @@ def test_datalist_composes_with_load_image(mimic_root):
     assert loader(items[0])["report"]["impression"] == "No acute cardiopulmonary process."
     pixels = np.asarray(Image.open(items[0]["image"]))
     np.testing.assert_allclose(loader(items[0])["image"][0].numpy(), pixels.T, atol=0)
+
+
+def test_mimic_iv_demographics_at_the_study_date(mimic_root, tmp_path):
+    hosp = tmp_path / "mimiciv" / "hosp"
+    hosp.mkdir(parents=True)
+    # anchor_year 2178: the StudyDate 2180-05-06 is two years later
+    (hosp / "patients.csv").write_text("subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n"
+                                       "10000032,F,52,2178,2014 - 2016,\n10000764,M,91,2180,2008 - 2010,\n")  # fmt: skip
+    with gzip.open(hosp / "admissions.csv.gz", "wt") as handle:
+        handle.write("subject_id,hadm_id,race\n10000032,1,WHITE\n10000032,2,WHITE - OTHER EUROPEAN\n"
+                     "10000032,3,UNKNOWN\n10000764,4,BLACK/AFRICAN AMERICAN\n")  # fmt: skip
+    items = mimic_cxr_datalist(mimic_root, views=None, patients_root=hosp)
+    by_id = {item["id"][:8]: item for item in items}
+    assert by_id["02aa804e"]["demographics"] == {"sex": "female", "age": 54, "race": "White", "view": "PA"}
+    assert by_id["174413ec"]["demographics"]["view"] == "lateral"
+    assert by_id["68b5c4b1"]["demographics"] == {"sex": "male", "age": 91, "race": "Black", "view": "AP"}
+    assert "demographics" not in by_id["096052b7"]  # no view, no patient row: nothing known
+    assert "demographics" not in mimic_cxr_datalist(mimic_root)[0]  # only when the patients' tables are given
+    (hosp / "patients.csv").write_text("subject_id,gender,anchor_age,anchor_year\n10000032,X,52,2178\n")
+    with pytest.raises(XRealInputError, match="demographics.sex: unknown value 'X'"):
+        mimic_cxr_datalist(mimic_root, patients_root=hosp)
