@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from monai_xreal.errors import XRealInputError
 from monai_xreal.io import load_cxr, load_mask
 from monai_xreal.io.atomic import atomic_path
-from monai_xreal.metrics.adherence import anatomy_dice, dice_summary, segment
+from monai_xreal.metrics.adherence import anatomy_dice, segment
 from monai_xreal.metrics.diversity import intra_condition_ms_ssim, ms_ssim_weights
 from monai_xreal.metrics.fid import extract_features, frechet_distance
-from monai_xreal.metrics.judges import HeartBoxJudge, JudgeScores, RealLungJudge, judge_anatomy
+from monai_xreal.metrics.groups import anatomy_summary, judge_summary, measures_by_group
+from monai_xreal.metrics.judges import HeartBoxJudge, RealLungJudge, judge_anatomy
 from monai_xreal.metrics.pathology import (
     LabelClassifier,
     pathology_placement,
@@ -29,6 +30,7 @@ from monai_xreal.metrics.pathology import (
     requested_label_score,
 )
 from monai_xreal.seeding import replica_seed
+from monai_xreal.text.demographics import Demographics, with_demographics
 
 __all__ = ["EvaluationResult", "GenerationEvaluation", "Sample", "load_real_images", "sample_seed"]
 
@@ -45,6 +47,7 @@ class Sample:
     prompt: str
     image: torch.Tensor | None = None  # (1, H, W) in [0, 1]
     counterfactual: torch.Tensor | None = None  # (1, H, W): same seed and masks, empty prompt
+    scores: dict = field(default_factory=dict)  # per-sample measures: "dice" (L,), "lungs" (3,), "heart", "inside"
 
 
 @dataclass
@@ -168,8 +171,11 @@ class GenerationEvaluation:
         self.progress = progress
 
     def _load_condition(self, condition: Mapping) -> dict:
-        loaded = {"id": str(condition.get("id", "")), "prompt": str(condition.get("prompt", "")),
-                  "seed": int(condition.get("seed", 0))}  # fmt: skip
+        demographics = Demographics.from_mapping(condition.get("demographics"), f"conditions[{condition.get('id')}]")
+        loaded = {"id": str(condition.get("id", "")), "seed": int(condition.get("seed", 0)),
+                  "prompt": with_demographics(str(condition.get("prompt", "")), demographics)}  # fmt: skip
+        if demographics is not None:
+            loaded["demographics"] = demographics.as_dict()
         for key in ("anatomy", "pathology"):
             value = condition.get(key)
             if value is not None:
@@ -210,6 +216,9 @@ class GenerationEvaluation:
         with_finding = [s for s in samples if self.conditions[s.condition].get("pathology") is not None]
         if with_finding and (self.pathology_counterfactuals or self.classifier is not None):
             metrics["pathology"] = self._pathology(with_finding)
+        by_group = measures_by_group(samples, [c.get("demographics") for c in self.conditions])
+        if by_group:
+            metrics["by_group"] = by_group
         return EvaluationResult(report, samples, self.conditions)
 
     def _plan(self) -> list[Sample]:
@@ -282,22 +291,28 @@ class GenerationEvaluation:
         }  # fmt: skip
 
     def _anatomy_batches(self, samples: list[Sample]):
-        """``(images, requested anatomy)`` batches of the samples that asked for an anatomy."""
+        """``(samples, images, requested anatomy)`` batches of the samples that asked for an anatomy."""
         scored = [s for s in samples if self.conditions[s.condition].get("anatomy") is not None]
         for i in range(0, len(scored), self.batch_size):
             batch = scored[i : i + self.batch_size]
             images = torch.stack([s.image for s in batch])
-            yield images, _stack([self.conditions[s.condition]["anatomy"] for s in batch], "anatomy", images.shape[2:])
+            yield batch, images, _stack([self.conditions[s.condition]["anatomy"] for s in batch], "anatomy",
+                                        images.shape[2:])  # fmt: skip
 
     def _anatomy(self, samples: list[Sample]) -> dict:
-        dice = [anatomy_dice(segment(self.segmenter, images), requested)
-                for images, requested in self._anatomy_batches(samples)]  # fmt: skip
-        return dice_summary(torch.cat(dice)) if dice else {"num_samples": 0}
+        for batch, images, requested in self._anatomy_batches(samples):
+            for sample, dice in zip(batch, anatomy_dice(segment(self.segmenter, images), requested)):
+                sample.scores["dice"] = dice
+        return anatomy_summary(samples)
 
     def _judges(self, samples: list[Sample]) -> dict:
-        parts = [judge_anatomy(images, requested, self.lung_judge, self.heart_judge)
-                 for images, requested in self._anatomy_batches(samples)]  # fmt: skip
-        return JudgeScores.concatenate(parts).summary() if parts else {}
+        for batch, images, requested in self._anatomy_batches(samples):
+            scores = judge_anatomy(images, requested, self.lung_judge, self.heart_judge)
+            for i, sample in enumerate(batch):
+                for key in ("lungs", "heart"):
+                    if getattr(scores, key) is not None:
+                        sample.scores[key] = getattr(scores, key)[i]
+        return judge_summary(samples)
 
     def _pathology(self, samples: list[Sample]) -> dict:
         result: dict = {"num_samples": len(samples)}
@@ -307,6 +322,8 @@ class GenerationEvaluation:
             requested = _stack([self.conditions[s.condition]["pathology"] for s in samples], "pathology")
             inside, area = pathology_placement(images, counterfactuals, requested)
             result["placement"] = {"inside_fraction": _nanmean(inside), "mask_area_fraction": _nanmean(area)}
+            for sample, value in zip(samples, inside):
+                sample.scores["inside"] = float(value)
         if self.classifier is not None:
             prompts = [s.prompt for s in samples]
             scores = requested_label_score(self.classifier, images, prompts)

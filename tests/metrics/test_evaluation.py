@@ -290,6 +290,33 @@ def test_generation_evaluation_report(responsive_pipeline, phantom_set, tmp_path
     assert Image.open(figure).size[0] > 5 * responsive_pipeline.spatial_shape[0] / 2
 
 
+def test_measures_per_demographic_group(responsive_pipeline, phantom_set):
+    from monai_xreal.data import load_conditions
+    from monai_xreal.metrics import load_segmenter
+
+    conditions = load_conditions(phantom_set / "conditions.json")[:4]
+    groups = [{"sex": "female", "age": 30}, {"sex": "male", "age": 30}, {"sex": "female", "age": 70}, None]
+    for condition, demographics in zip(conditions, groups):
+        if demographics:
+            condition["demographics"] = demographics
+    evaluation = GenerationEvaluation(responsive_pipeline, conditions, num_samples=8, samples_per_condition=2,
+                                      segmenter=load_segmenter(), sampling={"num_inference_steps": 1},
+                                      progress=False)  # fmt: skip
+    assert evaluation.conditions[0]["prompt"].startswith("30 year old female. ")  # the model is asked for them
+    result = evaluation.run()
+    by_group = result.report["metrics"]["by_group"]
+    assert set(by_group) == {"sex", "age_group"}  # race and view: no condition has them
+    assert {g: v["num_samples"] for g, v in by_group["sex"].items()} == {"female": 4, "male": 2, "unknown": 2}
+    assert {g: v["num_samples"] for g, v in by_group["age_group"].items()} == {"18-39": 4, "60-79": 2, "unknown": 2}
+    # a group's Dice is the overall summary over its samples: the groups' weighted means give the overall mean
+    overall = result.report["metrics"]["anatomy"]["mean_dice"]
+    weighted = sum(v["anatomy"]["mean_dice"] * v["num_samples"] for v in by_group["sex"].values()) / 8
+    assert weighted == pytest.approx(overall, rel=1e-6)
+    female = [s for s in result.samples if s.condition in (0, 2)]
+    assert by_group["sex"]["female"]["anatomy"]["mean_dice"] == pytest.approx(
+        float(torch.stack([s.scores["dice"].mean() for s in female]).mean()), rel=1e-6)  # fmt: skip
+
+
 def test_placement_is_undefined_when_the_prompt_changes_nothing(tiny_pipeline, phantom_set):
     from monai_xreal.data import load_conditions
 
