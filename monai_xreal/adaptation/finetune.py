@@ -103,6 +103,22 @@ def _left_behind(source: Path):
     return ignore
 
 
+def _install_text_encoder(trained: Path, staging: Path) -> str | None:
+    """A text encoder trained with the UNet goes into the new bundle's ``models/text_encoder`` (replacing any copy
+    there), and its ``common.json`` reads it from there (one folder: weights and tokenizer); returns the folder."""
+    if not trained.is_dir():
+        return None
+    target = staging / "models" / "text_encoder"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(trained, target)
+    common = staging / "configs" / "common.json"
+    config = json.loads(common.read_text())
+    config["text_encoder"]["path"] = "$@bundle_root + '/models/text_encoder'"
+    config["text_encoder"].pop("tokenizer_path", None)
+    common.write_text(json.dumps(config, indent=4) + "\n")
+    return "models/text_encoder"
+
+
 def check_finetune_request(
     bundle: str | Path, datalist: str | Path, trainable: str = "all", overrides: Mapping[str, Any] | None = None
 ) -> FinetuneRequest:
@@ -133,6 +149,11 @@ def check_finetune_request(
         raise XRealInputError("bundle", f"{bundle}'s configs define no diffusion_unet_def to fine-tune")
     parser["device"] = "cpu"
     finetune_unet(parser.get_parsed_content("diffusion_unet_def"), trainable)  # a UNet it cannot adapt says why
+    if (overrides or {}).get("train_text_encoder"):
+        encoder = parser.get_parsed_content("text_encoder")
+        if not hasattr(encoder, "tokenize"):
+            raise XRealInputError("train_text_encoder", f"{type(encoder).__name__} cannot be fine-tuned: only a "
+                                  "transformers encoder (HFTextEncoder) is")  # fmt: skip
     spatial_size = tuple(int(s) for s in parser.get_parsed_content("spatial_size"))
     channels = int(parser.get_parsed_content("autoencoder_def#in_channels"))
     items = _training_items(datalist)
@@ -192,6 +213,7 @@ def finetune_bundle(
     with staged_folder(out) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=_left_behind(source))
         shutil.copy2(weights, staging / "models" / "model.pt")
+        text_encoder = _install_text_encoder(work / "text_encoder", staging)
         meta_path = staging / "configs" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["fine_tuning"] = {
@@ -200,6 +222,7 @@ def finetune_bundle(
             "num_training": request.num_training, "trainable": trainable,
             "overrides": {k: v for k, v in request.overrides.items() if k != "datalist"},
             "weights_sha256": sha256_file(weights), "date": date.today().isoformat(),
+            "text_encoder": text_encoder,
         }  # fmt: skip
         meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     return out

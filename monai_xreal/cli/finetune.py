@@ -40,7 +40,7 @@ def add_parser(commands) -> None:
                    help="checkpoints, logs, previews (default: <output-bundle>.work beside it)")  # fmt: skip
     p.add_argument("--trainable", choices=_TRAINABLE, default="all",
                    help="all UNet parameters, only its attention layers, or LoRA adapters (peft) merged back "
-                   "(default: all; the text encoder stays frozen)")  # fmt: skip
+                   "(default: all; the text encoder stays frozen unless --train-text-encoder)")  # fmt: skip
     p.add_argument("--lora-rank", type=positive_int, default=8, help="LoRA rank (default: 8)")
     p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: the bundle's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="batch size (default: the bundle's)")
@@ -49,6 +49,8 @@ def add_parser(commands) -> None:
                    help="learning rate (default: finetune.json's, 1e-5)")  # fmt: skip
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the UNet blocks' activations in the backward pass (less memory, more time)")  # fmt: skip
+    p.add_argument("--train-text-encoder", action="store_true",
+                   help="fine-tune the text encoder with the UNet (a transformers encoder; written into the new bundle)")  # fmt: skip
     p.add_argument("--demographics", action="store_true",
                    help="put the items' demographics (sex, age, race, view) in their training prompts, so that "
                    "generate --sex/--age/--race/--view steer the new bundle")  # fmt: skip
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> Path:
 
     overrides = {"lora_rank": args.lora_rank, "accumulation_steps": args.accumulation_steps,
                  "gradient_checkpointing": args.gradient_checkpointing,
-                 "demographics_in_prompt": args.demographics}  # fmt: skip
+                 "demographics_in_prompt": args.demographics, "train_text_encoder": args.train_text_encoder}  # fmt: skip
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("learning_rate", args.learning_rate)):
         if value is not None:
             overrides[key] = value

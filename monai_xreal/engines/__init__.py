@@ -11,7 +11,16 @@ from monai_xreal.engines.diffusion import (
     latent_scale_factor,
 )
 from monai_xreal.engines.distributed import destroy_distributed, handlers_for_rank, init_distributed, runs_on_every_rank
-from monai_xreal.engines.finetune import TRAINABLE, MergedWeights, finetune_unet, trainable_parameters
+from monai_xreal.engines.finetune import (
+    TRAINABLE,
+    MergedWeights,
+    TextConditionedUNet,
+    TextEncoderSaver,
+    finetune_unet,
+    text_encoder_of,
+    trainable_parameters,
+    unet_of,
+)
 from monai_xreal.engines.inference import XRealInferer, prepare_conditions_batch
 from monai_xreal.engines.noise_filter import LatentNoiseFilter, SampleState, SampleWeightedLoss
 from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
@@ -30,6 +39,8 @@ __all__ = [
     "SampleState",
     "SampleWeightedLoss",
     "TRAINABLE",
+    "TextConditionedUNet",
+    "TextEncoderSaver",
     "XRealInferer",
     "controlnet_from_unet",
     "destroy_distributed",
@@ -42,5 +53,7 @@ __all__ = [
     "latest_checkpoint",
     "prepare_conditions_batch",
     "runs_on_every_rank",
+    "text_encoder_of",
     "trainable_parameters",
+    "unet_of",
 ]

@@ -83,6 +83,9 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         mu_key, sigma_key: the latent keys.
         prompt_key: the prompt key (a list of ``B`` strings after collation).
         scheduler: the noise scheduler, read for its ``prediction_type`` (``None``: epsilon).
+        train_text_encoder: the encoder trains with the UNet (:class:`~monai_xreal.engines.TextConditionedUNet`):
+            ``condition`` is then its tokens (``text_encoder.tokenize``), not cached embeddings, and the encoder is
+            left trainable.
     """
 
     def __init__(
@@ -94,9 +97,12 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         sigma_key: str = "latent_sigma",
         prompt_key: str = "prompt",
         scheduler: Scheduler | None = None,
+        train_text_encoder: bool = False,
     ) -> None:
         super().__init__(num_train_timesteps)
-        self.embeddings = PromptEmbeddingCache(text_encoder.eval().requires_grad_(False), size=4096)
+        self.text_encoder = text_encoder if train_text_encoder else text_encoder.eval().requires_grad_(False)
+        self.train_text_encoder = bool(train_text_encoder)
+        self.embeddings = PromptEmbeddingCache(self.text_encoder, size=4096)
         self.scale_factor = float(scale_factor)
         self.mu_key, self.sigma_key, self.prompt_key = mu_key, sigma_key, prompt_key
         self.scheduler = scheduler
@@ -122,7 +128,11 @@ class LatentDiffusionPrepareBatch(DiffusionPrepareBatch):
         noise = self.get_noise(latents)
         timesteps = self.get_timesteps(latents)
         target = self.get_target(latents, noise, timesteps)
-        condition = self.embeddings(list(batchdata[self.prompt_key]), latents.device)
+        prompts = list(batchdata[self.prompt_key])
+        if self.train_text_encoder:
+            condition = self.text_encoder.tokenize(prompts).to(latents.device)
+        else:
+            condition = self.embeddings(prompts, latents.device)
         self.last_kwargs = {"noise": noise, "timesteps": timesteps, "condition": condition}
         return latents, target, (), self.last_kwargs
 

@@ -4,12 +4,15 @@
 ``configs/finetune.json`` (layered on ``train_diffusion.json``) starts from the bundle's own UNet weights, keeps its
 scale factor, prediction type and image range, and trains one of:
 
-- ``"all"``: every UNet parameter (the text encoder stays frozen: its embeddings are cached per prompt);
+- ``"all"``: every UNet parameter (the text encoder stays frozen, its embeddings cached per prompt, unless given);
 - ``"attention"``: only the UNet's spatial transformers (self- and cross-attention, their feed-forward and norms), the
   layers through which the text steers the image;
 - ``"lora"``: low-rank adapters (``peft``) on the attention projections ``to_q``, ``to_k``, ``to_v``, ``out_proj``;
   the base weights stay frozen and :class:`MergedWeights` folds the adapters back in, so the bundle's ``model.pt``
   keeps the UNet's own keys and loads without ``peft``.
+
+With a text encoder given, it trains with the UNet (:class:`TextConditionedUNet`: the batches carry tokens, the
+encoder runs in the forward pass) and :class:`TextEncoderSaver` writes it as a transformers folder.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ __all__ = [
     "LORA_TARGETS",
     "TRAINABLE",
     "MergedWeights",
+    "TextConditionedUNet",
+    "TextEncoderSaver",
     "checkpoint_unet_blocks",
     "finetune_unet",
+    "text_encoder_of",
     "trainable_parameters",
+    "unet_of",
 ]
 
 TRAINABLE = ("all", "attention", "lora")
@@ -45,6 +52,7 @@ def finetune_unet(
     lora_rank: int = 8,
     lora_alpha: float | None = None,
     gradient_checkpointing: bool = False,
+    text_encoder: nn.Module | None = None,
 ) -> nn.Module:
     """``unet`` (with its pretrained weights loaded) set up so that only the chosen parameters train.
 
@@ -55,6 +63,7 @@ def finetune_unet(
             ``None``: ``alpha = rank``). Read only with ``"lora"``.
         gradient_checkpointing: recompute each down, middle and up block's activations in the backward pass
             instead of keeping them (:func:`checkpoint_unet_blocks`): less memory, about a third more time.
+        text_encoder: also fine-tune this encoder (every parameter) with the UNet; ``None`` keeps it frozen.
 
     Returns:
         ``unet`` itself (``"all"``, ``"attention"``) or with LoRA layers injected in place (``"lora"``).
@@ -71,6 +80,8 @@ def finetune_unet(
                               f"(trainable={trainable!r} needs a text-conditioned UNet); use trainable='all'")  # fmt: skip
     if gradient_checkpointing:
         checkpoint_unet_blocks(unet)
+    if text_encoder is not None:
+        return TextConditionedUNet(finetune_unet(unet, trainable, lora_rank, lora_alpha), text_encoder)
     if trainable == "all":
         return unet.requires_grad_(True)
     if trainable == "attention":
@@ -85,6 +96,63 @@ def finetune_unet(
         raise XRealInputError("trainable", "trainable='lora' needs the peft package (pip install peft)")
     config = peft.LoraConfig(r=int(lora_rank), lora_alpha=float(lora_alpha or lora_rank), target_modules=LORA_TARGETS)
     return peft.inject_adapter_in_model(config, unet)
+
+
+class TextConditionedUNet(nn.Module):
+    """A UNet and its text encoder trained together: ``forward(x, timesteps, context)`` takes the encoder's tokens
+    (``(B, 2, L)``, :meth:`monai_xreal.text.HFTextEncoder.tokenize`) as ``context`` and encodes them with gradients.
+
+    Args:
+        unet: the diffusion UNet.
+        text_encoder: a text encoder with ``tokenize`` / ``encode`` (:class:`~monai_xreal.text.HFTextEncoder`).
+
+    Raises:
+        XRealInputError: an encoder that cannot be trained this way.
+    """
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(text_encoder, "tokenize") and hasattr(text_encoder, "encode")):
+            raise XRealInputError("train_text_encoder", f"{type(text_encoder).__name__} cannot be fine-tuned: only a "
+                                  "transformers encoder (HFTextEncoder) is")  # fmt: skip
+        self.unet, self.text_encoder = unet, text_encoder.requires_grad_(True)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.unet(x, timesteps=timesteps, context=self.text_encoder.encode(context), **kwargs)
+
+
+def unet_of(network: nn.Module) -> nn.Module:
+    """The UNet of a fine-tuned network (:class:`TextConditionedUNet`'s, or the network itself)."""
+    network = getattr(network, "module", network)  # DistributedDataParallel
+    return network.unet if isinstance(network, TextConditionedUNet) else network
+
+
+def text_encoder_of(network: nn.Module, default: nn.Module) -> nn.Module:
+    """The text encoder trained with ``network``, or ``default`` (the frozen one) when none is."""
+    network = getattr(network, "module", network)
+    return network.text_encoder if isinstance(network, TextConditionedUNet) else default
+
+
+class TextEncoderSaver:
+    """Handler: when training completes, write the (EMA) network's trained text encoder to
+    ``<output_dir>/text_encoder`` (:meth:`~monai_xreal.text.HFTextEncoder.save_pretrained`); nothing when the encoder
+    was not trained. Rank 0 only under DDP (a checkpoint handler)."""
+
+    def __init__(self, network: nn.Module, output_dir) -> None:
+        self.network, self.output_dir = network, output_dir
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine=None):
+        from pathlib import Path
+
+        network = getattr(self.network, "module", self.network)
+        if isinstance(network, TextConditionedUNet):
+            return network.text_encoder.save_pretrained(Path(self.output_dir) / "text_encoder")
+        return None
 
 
 class _CheckpointedForward:
@@ -135,7 +203,7 @@ class MergedWeights:
         self.network = network
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        network = getattr(self.network, "module", self.network)  # DistributedDataParallel
+        network = unet_of(self.network)
         if not any(".lora_" in key for key in network.state_dict()):
             return network.state_dict()
         merged = copy.deepcopy(network)

@@ -22,6 +22,7 @@ from scipy.stats import median_abs_deviation
 from torch import nn
 
 from monai_xreal.engines.diffusion import LatentDiffusionPrepareBatch
+from monai_xreal.errors import XRealInputError
 from monai_xreal.io.atomic import write_text_atomically
 
 __all__ = ["SampleWeightedLoss", "SampleState", "LatentNoiseFilter"]
@@ -172,6 +173,9 @@ class LatentNoiseFilter:
         low, high = probe_timesteps or (self.num_train_timesteps // 10, self.num_train_timesteps // 2)
         if not 0 <= low < high <= self.num_train_timesteps:
             raise ValueError(f"probe_timesteps must satisfy 0 <= low < high <= {self.num_train_timesteps}")
+        if getattr(prepare_batch, "train_text_encoder", False):
+            raise XRealInputError("train_text_encoder", "the noise filter probes with cached prompt embeddings of a "
+                                  "frozen text encoder; do not combine it with training the encoder")  # fmt: skip
         self.loss, self.prepare_batch = loss, prepare_batch
         self.id_key, self.text_probe = id_key, bool(text_probe)
         self.probe_timesteps, self.probe_draws = (int(low), int(high)), int(probe_draws)

@@ -67,6 +67,7 @@ class PipelinePreview:
         self.num_inference_steps, self.seed = num_inference_steps, seed
 
     def __call__(self) -> Rows:
+        self.pipeline.clear_prompt_cache()  # the text encoder may be training with the UNet
         images = self.pipeline(**self.conditions, num_inference_steps=self.num_inference_steps, seed=self.seed)
         return [images]
 

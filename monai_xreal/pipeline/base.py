@@ -151,6 +151,10 @@ class LatentDiffusionPipeline:
             pipeline = cls.from_pipeline(pipeline)
         return pipeline.to(pipeline.device)
 
+    def clear_prompt_cache(self) -> None:
+        """Forget the cached prompt embeddings (the text encoder's weights changed, e.g. while it is trained)."""
+        self._prompt_cache.clear()
+
     def to(self, device: torch.device | str):
         """Move every network to ``device``."""
         self.device = torch.device(device)

@@ -81,6 +81,8 @@ class HFTextEncoder(nn.Module):
             transformers.logging.set_verbosity(verbosity)
         # CLIP-style checkpoints hold both towers; only the text tower conditions the UNet
         self.model = getattr(model, "text_model", model).eval().requires_grad_(False)
+        self._pretrained = [model]  # the whole transformers model (sharing self.model), for save_pretrained; a list
+        # keeps it out of the module's children, so its weights are not listed twice
         self.source = folder  # where the weights came from (hashed for provenance)
         self.max_length = max_length
         self.use_attention_mask = use_attention_mask
@@ -89,13 +91,32 @@ class HFTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, prompts: Sequence[str]) -> torch.Tensor:
         """``(len(prompts), max_length, embed_dim)`` float embeddings."""
+        return self.encode(self.tokenize(prompts))
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``(len(prompts), 2, max_length)`` integer tokens: the input ids and the attention mask, on the model's
+        device (one tensor, so it can pass through an inferer as the UNet's ``context``; :meth:`encode` reads it)."""
         device = next(self.model.parameters()).device
         tokens = self.tokenizer(
             list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         )
-        used = ("input_ids", "attention_mask", "token_type_ids") if self.use_attention_mask else ("input_ids",)
-        tokens = {k: v.to(device) for k, v in tokens.items() if k in used}
-        return self.model(**tokens).last_hidden_state
+        return torch.stack([tokens["input_ids"], tokens["attention_mask"]], dim=1).to(device)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, max_length, embed_dim)`` embeddings of :meth:`tokenize`'s tokens, with gradients when the model
+        takes them (the text encoder fine-tuned with the UNet)."""
+        inputs = {"input_ids": tokens[:, 0]}
+        if self.use_attention_mask:
+            inputs["attention_mask"] = tokens[:, 1]
+        return self.model(**inputs).last_hidden_state
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """The encoder (its current weights) and its tokenizer as one local transformers folder, which
+        ``HFTextEncoder(folder)`` loads."""
+        folder = Path(folder)
+        self._pretrained[0].save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+        return folder
 
 
 class LabelVectorConditioner(nn.Module):

@@ -107,5 +107,13 @@ def test_help_names_the_options():
     result = subprocess.run([sys.executable, "-m", "monai_xreal", "finetune", "--help"], capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0
-    for option in ("--trainable", "--lora-rank", "--gradient-checkpointing", "--bf16", "--accumulation-steps"):
+    for option in (
+        "--trainable",
+        "--lora-rank",
+        "--gradient-checkpointing",
+        "--bf16",
+        "--accumulation-steps",
+        "--train-text-encoder",
+        "--demographics",
+    ):
         assert option in result.stdout

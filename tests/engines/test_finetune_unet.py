@@ -133,3 +133,37 @@ def test_gradient_checkpointing_keeps_outputs_gradients_and_keys(monkeypatch):
             p.add_(0.1)
         torch.testing.assert_close(ema(x, timesteps=t, context=context), expected)
     assert not calls
+
+
+class _Tokens(torch.nn.Module):  # a text encoder with tokenize / encode, as HFTextEncoder
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(10, 8)
+
+    def tokenize(self, prompts):
+        ids = torch.tensor([[len(p) % 10] * 5 for p in prompts])
+        return torch.stack([ids, torch.ones_like(ids)], dim=1)
+
+    def encode(self, tokens):
+        return self.embedding(tokens[:, 0])
+
+
+def test_a_text_encoder_trains_through_the_unet_wrapper():
+    from monai_xreal.engines import TextConditionedUNet, text_encoder_of, unet_of
+
+    encoder = _Tokens().requires_grad_(False)
+    network = finetune_unet(_unet(), "attention", text_encoder=encoder)
+    assert isinstance(network, TextConditionedUNet) and unet_of(network) is network.unet
+    assert text_encoder_of(network, None) is encoder and text_encoder_of(network.unet, "frozen") == "frozen"
+    prepare = LatentDiffusionPrepareBatch(1000, encoder, 1.0, train_text_encoder=True)
+    batch = {"latent_mu": torch.randn(2, 3, 8, 8), "latent_sigma": torch.zeros(2, 3, 8, 8), "prompt": ["ab", "abc"]}
+    latents, target, _, kwargs = prepare(batch, device="cpu")
+    assert kwargs["condition"].shape == (2, 2, 5) and not kwargs["condition"].is_floating_point()  # tokens
+    before = encoder.embedding.weight.clone()
+    optimizer = torch.optim.Adam(trainable_parameters(network), lr=1e-2)
+    network(latents, kwargs["timesteps"], kwargs["condition"]).square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(encoder.embedding.weight, before)  # the encoder learned through the UNet
+    assert set(MergedWeights(network).state_dict()) == set(_unet().state_dict())  # the saved UNet stays plain
+    with pytest.raises(XRealInputError, match="cannot be fine-tuned"):
+        finetune_unet(_unet(), text_encoder=_Text())

@@ -51,3 +51,25 @@ def test_finetuned_bundle_has_new_unet_weights_and_the_rest_unchanged(tiny_bundl
                     overrides={**TINY, "epochs": 3})  # fmt: skip
     resumed = torch.load(latest_checkpoint(work), weights_only=True)["trainer"]
     assert resumed["iteration"] == 3 * first["epoch_length"] and latest_checkpoint(work).endswith("epoch=3.pt")
+
+
+def test_the_text_encoder_trains_with_the_unet_and_goes_into_the_new_bundle(tiny_bundle, radiographs, tmp_path):
+    from monai_xreal.text import HFTextEncoder
+
+    out = finetune_bundle(tiny_bundle, radiographs, tmp_path / "mine", overrides={**TINY, "epochs": 1,
+                          "train_text_encoder": True, "ema_momentum": 0.9, "learning_rate": 0.01})  # fmt: skip
+    record = json.loads((out / "configs" / "metadata.json").read_text())["fine_tuning"]
+    assert (
+        record["text_encoder"] == "models/text_encoder" and (out / "models" / "text_encoder" / "config.json").is_file()
+    )
+    common = json.loads((out / "configs" / "common.json").read_text())
+    assert common["text_encoder"]["path"] == "$@bundle_root + '/models/text_encoder'"
+    source = XRealPipeline.from_bundle(tiny_bundle, device="cpu").text_encoder
+    tuned = XRealPipeline.from_bundle(out, device="cpu").text_encoder
+    assert isinstance(tuned, HFTextEncoder) and tuned.source == out / "models" / "text_encoder"
+    prompts = ["Cardiomegaly", "No Finding"]
+    assert not torch.allclose(tuned(prompts), source(prompts), atol=1e-4)  # its weights moved
+    assert tuned.tokenizer(prompts)["input_ids"] == source.tokenizer(prompts)["input_ids"]  # the same tokenizer
+    # the UNet weights are plain (no "unet." prefix, no encoder keys): the source's UNet loads them
+    unet = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert unet.keys() == torch.load(tiny_bundle / "models" / "model.pt", weights_only=True).keys()
