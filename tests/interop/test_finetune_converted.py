@@ -99,7 +99,20 @@ def test_convert_finetune_train_controllers_and_generate_with_masks(converted, r
     assert run["parser"].get_parsed_content("prepare_batch").prediction_type == "v_prediction"
     shutil.copy2(tmp_path / "controlnet" / "model_controlnet.pt", bundle / "models")
 
-    # 4. the controllers join the pipeline once their weights are in models/, and generate follows the masks
+    # 4. a report adapter over the frozen fine-tuned UNet (Diff-CXR's report conditioning)
+    run = _train(bundle, ["train_diffusion.json", "train_report_diffusion.json"], radiographs, tmp_path / "report",
+                 epochs=1, batch_size=4, preview_steps=1, freeze_unet=True,
+                 unet_weights=str(bundle / "models" / "model.pt"))  # fmt: skip
+    assert run["parser"].get_parsed_content("prepare_batch").scale_factor == conversion_scale
+    adapted = run["parser"].get_parsed_content("network")
+    assert all(not p.requires_grad for p in adapted.unet.parameters())
+    assert (tmp_path / "report" / "model_report_adapter.pt").is_file()
+    shutil.copy2(tmp_path / "report" / "model_report_adapter.pt", bundle / "models")
+    reports = XRealPipeline.from_bundle(bundle, device="cpu", overrides={"report_adapter": True})
+    assert reports.prompt_adapter is not None
+    assert reports(prompt="Right pleural effusion.", num_inference_steps=2, seed=0).shape == (1, 1, SIZE, SIZE)
+
+    # 5. the controllers join the pipeline once their weights are in models/, and generate follows the masks
     pipeline = XRealPipeline.from_bundle(bundle, device="cpu")
     assert pipeline.anatomy_controller is not None and pipeline.controlnet is not None
     assert pipeline.image_range == (-1.0, 1.0)
