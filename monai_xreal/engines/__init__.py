@@ -8,6 +8,7 @@ from monai_xreal.engines.diffusion import (
     ControlNetTrainingInferer,
     LatentDiffusionPrepareBatch,
     controlnet_from_unet,
+    latent_dataset,
     latent_scale_factor,
 )
 from monai_xreal.engines.distributed import destroy_distributed, handlers_for_rank, init_distributed, runs_on_every_rank
@@ -49,6 +50,7 @@ __all__ = [
     "handlers_for_rank",
     "init_distributed",
     "kl_divergence",
+    "latent_dataset",
     "latent_scale_factor",
     "latest_checkpoint",
     "prepare_conditions_batch",

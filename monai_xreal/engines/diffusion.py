@@ -19,12 +19,36 @@ from monai_xreal.control.controlnet import controlnet_condition
 from monai_xreal.text.cache import PromptEmbeddingCache
 
 __all__ = [
+    "latent_dataset",
     "latent_scale_factor",
     "LatentDiffusionPrepareBatch",
     "ControlNetPrepareBatch",
     "ControlNetTrainingInferer",
     "controlnet_from_unet",
 ]
+
+
+def latent_dataset(
+    data: Sequence[dict], transform, cache_dir: str | Path | None = None, num_workers: int = 0
+) -> Sequence[dict]:
+    """The training items with their latents encoded once by the frozen autoencoder (the deterministic transforms,
+    up to the first random one, are cached; each iteration then draws ``mu + sigma * eps``).
+
+    Args:
+        data: the datalist's items.
+        transform: the training transforms (``EncodeLatentd`` among the deterministic ones).
+        cache_dir: ``None``: cached in memory (``CacheDataset``: every latent in RAM, fastest for small sets);
+            a folder: cached on disk (``PersistentDataset``: bounded memory for any dataset size, and a resumed or
+            repeated run reads the latents instead of encoding again). A cache folder belongs to one autoencoder
+            and one set of transforms: use another folder when they change.
+        num_workers: workers filling the in-memory cache.
+    """
+    from monai.data import CacheDataset, PersistentDataset
+
+    if cache_dir is None:
+        return CacheDataset(data, transform, cache_rate=1.0, num_workers=num_workers, progress=False)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return PersistentDataset(data, transform, cache_dir=cache_dir)
 
 
 def latent_scale_factor(

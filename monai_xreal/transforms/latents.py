@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+from monai.utils import convert_to_tensor
 from torch import nn
 
 __all__ = ["EncodeLatentd"]
@@ -56,7 +57,8 @@ class EncodeLatentd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             device = self.device if self.device is not None else next(self.autoencoder.parameters()).device
-            image = torch.as_tensor(d[key]).float()[None].to(device)
+            # plain tensors (no metadata): the latents are the same whether computed now or read from a disk cache
+            image = convert_to_tensor(d[key], track_meta=False).float()[None].to(device)
             if image.shape[1] != 1:
                 raise ValueError(f"EncodeLatentd encodes grey (1, H, W) images, got {tuple(image.shape[1:])}")
             image = image * (self.high - self.low) + self.low

@@ -43,10 +43,14 @@ def test_finetuned_bundle_has_new_unet_weights_and_the_rest_unchanged(tiny_bundl
     work = tmp_path / "mine.work"
     first = torch.load(latest_checkpoint(work), weights_only=True)["trainer"]
     assert first["iteration"] == 2 * first["epoch_length"]
+    # the latents were encoded once, into the work folder's disk cache (one file per training image)
+    cached = {p: p.stat().st_mtime_ns for p in (work / "latents").glob("*.pt")}
+    assert len(cached) == 9
     # a rerun of the finished request resumes and trains nothing (at a learning rate that would change everything)
     again = finetune_bundle(tiny_bundle, radiographs, tmp_path / "again", work_dir=work, trainable="all",
                             overrides={**TINY, "epochs": 2, "learning_rate": 0.5})  # fmt: skip
     assert sha256_file(again / "models" / "model.pt") == sha256_file(out / "models" / "model.pt")
+    assert {p: p.stat().st_mtime_ns for p in (work / "latents").glob("*.pt")} == cached  # read, not encoded again
     finetune_bundle(tiny_bundle, radiographs, tmp_path / "mine3", work_dir=work, trainable="all",
                     overrides={**TINY, "epochs": 3})  # fmt: skip
     resumed = torch.load(latest_checkpoint(work), weights_only=True)["trainer"]
