@@ -24,6 +24,12 @@ __all__ = ["FINETUNE_CONFIGS", "FinetuneRequest", "check_finetune_request", "fin
 
 FINETUNE_CONFIGS = ("configs/train_diffusion.json", "configs/finetune.json")
 IMAGES_CHECKED = 8  # the first images of the datalist read before training (a full read would take as long as an epoch)
+# ids the request itself decides (checked, recorded): not overridable
+RESERVED_IDS = ("datalist", "trainable", "output_dir", "bundle_root")
+# what a work folder's checkpoints and latent cache were made from: a rerun must match to resume there
+FINGERPRINT_IDS = ("lora_rank", "lora_alpha", "train_text_encoder", "demographics_in_prompt", "spatial_size")
+# weights trained over the source UNet, kept as they were (recorded, so a user knows to retrain them)
+OVER_THE_UNET = ("model_controlnet", "model_report_adapter")
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,31 @@ def _left_behind(source: Path):
     return ignore
 
 
+def _claim_work_dir(work: Path, request: FinetuneRequest, sha256_file) -> None:
+    """Tie the work folder to what its checkpoints and latent cache are made from (``request.json``); a rerun with
+    another request (source weights, datalist, trainable, ...) is refused instead of resuming the wrong run."""
+    from monai_xreal.bundle import weight_file
+    from monai_xreal.io.atomic import write_text_atomically
+
+    fingerprint = {
+        "unet_sha256": sha256_file(weight_file(request.bundle, "unet")),
+        "autoencoder_sha256": sha256_file(weight_file(request.bundle, "autoencoder")),
+        "datalist_sha256": sha256_file(request.datalist),
+        "trainable": request.overrides["trainable"],
+        **{k: request.overrides.get(k) for k in FINGERPRINT_IDS},
+    }  # fmt: skip
+    path = work / "request.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        differing = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        if differing:
+            raise XRealInputError("work_dir", f"{work} holds a run of another request ({', '.join(differing)} "
+                                  "differ); rerun the same request to resume it, or choose another --work-dir")  # fmt: skip
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(path, json.dumps(fingerprint, indent=2) + "\n")
+
+
 def _install_text_encoder(trained: Path, staging: Path) -> str | None:
     """A text encoder trained with the UNet goes into the new bundle's ``models/text_encoder`` (replacing any copy
     there), and its ``common.json`` reads it from there (one folder: weights and tokenizer); returns the folder."""
@@ -134,6 +165,9 @@ def check_finetune_request(
     from monai_xreal.engines.finetune import TRAINABLE, finetune_unet
 
     bundle, datalist = Path(bundle), Path(datalist)
+    reserved = sorted(set(overrides or {}) & set(RESERVED_IDS))
+    if reserved:
+        raise XRealInputError("overrides", f"{reserved} are the request's own arguments, not overrides")
     if trainable not in TRAINABLE:
         raise XRealInputError("trainable", f"must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
     missing = [name for name in FINETUNE_CONFIGS if not (bundle / name).is_file()]
@@ -201,6 +235,7 @@ def finetune_bundle(
         raise XRealInputError("work_dir", f"{work} is a file")
     request = check_finetune_request(bundle, datalist, trainable, overrides)
     source = request.bundle
+    _claim_work_dir(work, request, sha256_file)
     workflow = ConfigWorkflow(
         config_file=[str(source / "configs" / "common.json"), *(str(source / name) for name in FINETUNE_CONFIGS)],
         meta_file=str(source / "configs" / "metadata.json"), workflow_type="train", bundle_root=str(source),
@@ -213,7 +248,8 @@ def finetune_bundle(
     with staged_folder(out) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=_left_behind(source))
         shutil.copy2(weights, staging / "models" / "model.pt")
-        text_encoder = _install_text_encoder(work / "text_encoder", staging)
+        trained_encoder = request.overrides.get("train_text_encoder")
+        text_encoder = _install_text_encoder(work / "text_encoder", staging) if trained_encoder else None
         meta_path = staging / "configs" / "metadata.json"
         meta = json.loads(meta_path.read_text())
         meta["fine_tuning"] = {
@@ -223,6 +259,11 @@ def finetune_bundle(
             "overrides": {k: v for k, v in request.overrides.items() if k != "datalist"},
             "weights_sha256": sha256_file(weights), "date": date.today().isoformat(),
             "text_encoder": text_encoder,
+            "kept_from_the_source_unet": sorted(p.name for p in (staging / "models").iterdir()
+                                                if p.name.split(".")[0] in OVER_THE_UNET),
         }  # fmt: skip
+        if "outputs" in meta.get("conversion", {}):  # the replaced files' checksums no longer hold
+            for name in ("models/model.pt", "models/model.safetensors"):
+                meta["conversion"]["outputs"].pop(name, None)
         meta_path.write_text(json.dumps(meta, indent=4) + "\n")
     return out

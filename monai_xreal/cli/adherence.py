@@ -79,6 +79,7 @@ def _datalist_batches(args):
 
     from monai_xreal.data import load_conditions
     from monai_xreal.io import load_mask
+    from monai_xreal.text.demographics import condition_prompt
 
     conditions = [c for c in load_conditions(args.conditions, base_seed=args.seed) if "anatomy" in c][: args.num_images]
     if not conditions:
@@ -92,7 +93,7 @@ def _datalist_batches(args):
             size = anatomy[0].shape[1:]
             resize = [torch.nn.functional.interpolate(a[None].float(), size=size, mode="nearest-exact")[0]
                       for a in anatomy]  # fmt: skip
-            batch = {"anatomy": torch.stack(resize), "prompt": [c["prompt"] for c in part],
+            batch = {"anatomy": torch.stack(resize), "prompt": [condition_prompt(c) for c in part],
                      "seed": [c["seed"] for c in part]}  # fmt: skip
             if kind:
                 masks = [load_mask(c["pathology"], "pathology")[None].float() for c in part]

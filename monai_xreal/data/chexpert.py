@@ -61,6 +61,8 @@ def chexpert_datalist(
     if demographics_table is not None:
         races = {row["PATIENT"]: row["PRIMARY_RACE"] for _, _, row in read_rows(demographics_table,
                                                                                 ["PATIENT", "PRIMARY_RACE"])}  # fmt: skip
+    if isinstance(views, str):
+        views = [views]
     keep = None if views is None else {frontal_or_lateral(v) for v in views}
     skips = RowSkips(str(root), skip_invalid)
     path = root / table

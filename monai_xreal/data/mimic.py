@@ -31,12 +31,12 @@ def mimic_cxr_path(subject_id: str, study_id: str, dicom_id: str | None = None) 
     return f"{study}.txt" if dicom_id is None else f"{study}/{dicom_id}.jpg"
 
 
-def _table(root: Path, name: str, required: bool = True) -> Path | None:
+def _table(root: Path, name: str, required: bool = True, folder: str = "MIMIC-CXR-JPG") -> Path | None:
     for candidate in (root / name, root / f"{name}.gz"):
         if candidate.is_file():
             return candidate
     if required:
-        raise XRealInputError(str(root), f"no {name} (or {name}.gz) in the MIMIC-CXR-JPG folder")
+        raise XRealInputError(str(root), f"no {name} (or {name}.gz) in the {folder} folder")
     return None
 
 
@@ -194,7 +194,11 @@ def mimic_cxr_datalist(
         if reports[study] is not None:
             item["report"] = dict(reports[study])
         if patients is not None:
-            demographics = _demographics(patients.get(subject), view, row.get("StudyDate", ""), where)
+            try:
+                demographics = _demographics(patients.get(subject), view, row.get("StudyDate", ""), where)
+            except XRealInputError as err:
+                skips.handle(err)
+                continue
             if demographics:
                 item["demographics"] = demographics
         result.append(item)
@@ -204,18 +208,21 @@ def mimic_cxr_datalist(
 
 def _patients(hosp: Path) -> dict[str, dict]:
     """``subject_id -> {sex, anchor_age, anchor_year, race}`` from MIMIC-IV's ``hosp`` tables."""
-    patients_table = _table(hosp, "patients.csv")
+    patients_table = _table(hosp, "patients.csv", folder="MIMIC-IV hosp")
     patients = {}
     for line, _, row in read_rows(patients_table, ["subject_id", "gender", "anchor_age", "anchor_year"]):
         patients[row["subject_id"]] = {
             "sex": row["gender"], "anchor_age": row_float(row["anchor_age"], patients_table, line, "anchor_age"),
             "anchor_year": row_float(row["anchor_year"], patients_table, line, "anchor_year"),
         }  # fmt: skip
-    admissions = _table(hosp, "admissions.csv", required=False)
+    admissions = _table(hosp, "admissions.csv", required=False, folder="MIMIC-IV hosp")
     if admissions is not None:
         races: dict[str, Counter] = {}
-        for _, _, row in read_rows(admissions, ["subject_id", "race"]):
-            races.setdefault(row["subject_id"], Counter())[row["race"]] += 1
+        for line, _, row in read_rows(admissions, ["subject_id", "race"]):
+            # counted as categories, unknowns left out: "WHITE - RUSSIAN" and "WHITE" are one group
+            known = Demographics.from_mapping({"race": row["race"]}, f"{admissions}:{line} race")
+            if known is not None:
+                races.setdefault(row["subject_id"], Counter())[known.race] += 1
         for subject, counts in races.items():
             if subject in patients:
                 patients[subject]["race"] = counts.most_common(1)[0][0]

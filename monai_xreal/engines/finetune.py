@@ -116,6 +116,11 @@ class TextConditionedUNet(nn.Module):
             raise XRealInputError("train_text_encoder", f"{type(text_encoder).__name__} cannot be fine-tuned: only a "
                                   "transformers encoder (HFTextEncoder) is")  # fmt: skip
         self.unet, self.text_encoder = unet, text_encoder.requires_grad_(True)
+        # BERT's pooler is not on the path (the UNet reads the last hidden states): frozen, so that every trained
+        # parameter gets a gradient (DistributedDataParallel requires it)
+        pooler = getattr(getattr(text_encoder, "model", None), "pooler", None)
+        if pooler is not None:
+            pooler.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.unet(x, timesteps=timesteps, context=self.text_encoder.encode(context), **kwargs)

@@ -30,7 +30,7 @@ from monai_xreal.metrics.pathology import (
     requested_label_score,
 )
 from monai_xreal.seeding import replica_seed
-from monai_xreal.text.demographics import Demographics, with_demographics
+from monai_xreal.text.demographics import Demographics, condition_prompt
 
 __all__ = ["EvaluationResult", "GenerationEvaluation", "Sample", "load_real_images", "sample_seed"]
 
@@ -173,9 +173,11 @@ class GenerationEvaluation:
     def _load_condition(self, condition: Mapping) -> dict:
         demographics = Demographics.from_mapping(condition.get("demographics"), f"conditions[{condition.get('id')}]")
         loaded = {"id": str(condition.get("id", "")), "seed": int(condition.get("seed", 0)),
-                  "prompt": with_demographics(str(condition.get("prompt", "")), demographics)}  # fmt: skip
+                  "prompt": condition_prompt(condition)}  # fmt: skip
         if demographics is not None:
+            # the counterfactual keeps the demographics: only the finding's own effect is measured
             loaded["demographics"] = demographics.as_dict()
+            loaded["counterfactual_prompt"] = condition_prompt({"demographics": loaded["demographics"]})
         for key in ("anatomy", "pathology"):
             value = condition.get(key)
             if value is not None:
@@ -248,7 +250,8 @@ class GenerationEvaluation:
             images = self.pipeline(anatomy, pathology, [s.prompt for s in batch], seed=seeds, **self.sampling).cpu()
             counterfactuals = None
             if pathology is not None and self.pathology_counterfactuals:
-                counterfactuals = self.pipeline(anatomy, pathology, "", seed=seeds, **self.sampling).cpu()
+                empty = [self.conditions[s.condition].get("counterfactual_prompt", "") for s in batch]
+                counterfactuals = self.pipeline(anatomy, pathology, empty, seed=seeds, **self.sampling).cpu()
             for i, sample in enumerate(batch):
                 sample.image = images[i]
                 sample.counterfactual = None if counterfactuals is None else counterfactuals[i]

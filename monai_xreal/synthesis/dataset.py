@@ -41,7 +41,7 @@ from monai_xreal.synthesis.manifest import Manifest, write_atomically
 from monai_xreal.synthesis.provenance import bundle_record, mask_record
 from monai_xreal.synthesis.service import Condition, Generated, GenerationService, Sample
 from monai_xreal.synthesis.writer import IMAGE_FORMATS, SyntheticImageWriter, remove_partials, sidecar_path
-from monai_xreal.text.demographics import DEMOGRAPHIC_FIELDS, Demographics, balanced_demographics, with_demographics
+from monai_xreal.text.demographics import DEMOGRAPHIC_FIELDS, balanced_demographics, condition_prompt
 
 __all__ = [
     "MAX_REGENERATIONS",
@@ -259,7 +259,7 @@ def _check_condition(pipe, condition: Mapping) -> None:
     masks = {key: load_mask(condition[key], f"{condition['id']}.{key}") if key in condition else None
              for key in ("anatomy", "pathology")}  # fmt: skip
     try:
-        pipe.prepare_conditions(masks["anatomy"], masks["pathology"], condition["prompt"])
+        pipe.prepare_conditions(masks["anatomy"], masks["pathology"], condition_prompt(condition))
     except XRealInputError as err:
         raise XRealInputError(f"conditions[{condition['id']}].{err.argument}", err.message) from None
 
@@ -333,10 +333,9 @@ def _condition(out: Path, condition: Mapping) -> Condition:
         masks[key] = load_mask(copy, f"{condition['id']}.{key}")
         records[key] = mask_record(copy, masks[key])
         records[key]["file"] = f"../../{_mask_copy(condition, key)}"  # from images/<id>/, so the dataset can move
-    demographics = Demographics.from_mapping(condition.get("demographics"))
-    extra = {} if demographics is None else {"demographics": demographics.as_dict()}
-    prompt = with_demographics(condition["prompt"], demographics)
-    return Condition(masks["anatomy"], masks["pathology"], prompt, records["anatomy"], records["pathology"], extra)
+    extra = {"demographics": dict(condition["demographics"])} if condition.get("demographics") else {}
+    return Condition(masks["anatomy"], masks["pathology"], condition_prompt(condition), records["anatomy"],
+                     records["pathology"], extra)  # fmt: skip
 
 
 def _sample(out: Path, info: Mapping, spec: DatasetSpec, condition: Mapping, index: int, k: int, created) -> Sample:

@@ -71,8 +71,9 @@ class SyntheticImageSaver:
         batch, output = engine.state.batch, engine.state.output
         seeds = [int(item["seed"]) for item in batch]
         for index, (item, result) in enumerate(zip(batch, output, strict=True)):
+            extra = {"demographics": dict(item["demographics"])} if item.get("demographics") else {}
             condition = Condition(item.get("anatomy"), item.get("pathology"), item["prompt"],
-                                  _record(item.get("anatomy")), _record(item.get("pathology")))  # fmt: skip
+                                  _record(item.get("anatomy")), _record(item.get("pathology")), extra)  # fmt: skip
             image = torch.as_tensor(result["pred"]).detach().cpu()
             record = self.service.record(condition, image, seeds, index, {"condition_id": item["id"]})
             sample = Sample(seeds[index], str(item["id"]), self.output_dir)

@@ -13,6 +13,8 @@ guidance drops it with the rest of the prompt.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +30,7 @@ __all__ = [
     "VIEWS",
     "Demographics",
     "balanced_demographics",
+    "condition_prompt",
     "frontal_or_lateral",
     "synthetic_demographics",
     "with_demographics",
@@ -46,7 +49,7 @@ GROUPINGS = ("sex", "age_group", "race", "view")
 _SEX_ALIASES = {"f": "female", "female": "female", "woman": "female", "m": "male", "male": "male", "man": "male"}
 # the public tables' spellings, matched on the lower-cased text before any " - " detail (MIMIC-IV: "ASIAN - CHINESE")
 _RACE_ALIASES = {
-    "white": "White", "caucasian": "White", "portuguese": "White",
+    "white": "White", "caucasian": "White", "portuguese": "White", "white or caucasian": "White",
     "black": "Black", "black/african american": "Black", "black or african american": "Black",
     "african american": "Black", "black/african": "Black", "black/cape verdean": "Black",
     "black/caribbean island": "Black",
@@ -55,6 +58,7 @@ _RACE_ALIASES = {
     "south american": "Hispanic",
     "other": "Other", "native hawaiian or other pacific islander": "Other", "american indian/alaska native": "Other",
     "american indian or alaska native": "Other", "multiple race/ethnicity": "Other", "pacific islander": "Other",
+    "native american": "Other", "native hawaiian": "Other", "american indian": "Other",
 }  # fmt: skip
 _VIEW_ALIASES = {"pa": "PA", "ap": "AP", "lateral": "lateral", "lat": "lateral", "ll": "lateral", "rl": "lateral"}
 # values that mean "not known": the field is left out
@@ -63,11 +67,15 @@ _UNKNOWN = {"", "unknown", "unable to obtain", "patient declined to answer", "de
 
 
 def _known(value) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # a table's NaN (pandas writes missing cells so): not known
     return value is not None and not (isinstance(value, str) and value.strip().lower() in _UNKNOWN)
 
 
 def _category(value, aliases: Mapping[str, str], allowed: Sequence[str], argument: str) -> str:
     text = str(value).strip().lower()
+    if aliases is _RACE_ALIASES and re.search(r",\s*hispanic$", text):
+        return "Hispanic"  # CheXpert's "<race>, Hispanic": Hispanic ethnicity is its own group, as MIMIC-IV files it
     # the detail after " - " (MIMIC-IV: "ASIAN - CHINESE") or ", " (CheXpert: "White, non-Hispanic") is dropped
     for key in (text, text.split(" - ")[0].strip(), text.split(",")[0].strip()):
         if key in aliases:
@@ -149,7 +157,9 @@ def _age(value, argument: str) -> int:
         if match is None:
             raise XRealInputError(argument, f"must be a whole number of years, got {value!r}")
         value = float(match.group(1))
-    if not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
         raise XRealInputError(argument, f"must be a whole number of years, got {value!r}")
     if not 0 <= value <= MAX_AGE:
         raise XRealInputError(argument, f"must be in [0, {MAX_AGE}], got {value}")
@@ -177,6 +187,14 @@ def synthetic_demographics(seed: int, index: int) -> Demographics:
     rng = np.random.default_rng([int(seed), int(index), 0xDE40])
     return Demographics(sex=SEXES[int(rng.integers(len(SEXES)))], age=int(rng.integers(18, 91)),
                         race=RACES[int(rng.integers(len(RACES)))], view="PA")  # fmt: skip
+
+
+def condition_prompt(condition: Mapping) -> str:
+    """The prompt the model is given for a condition (a conditions datalist's entry, a dataset's or an
+    evaluation's): its ``demographics`` (if any) before its ``prompt``. Every consumer of conditions asks here."""
+    return with_demographics(
+        str(condition.get("prompt") or ""), Demographics.from_mapping(condition.get("demographics"))
+    )
 
 
 def balanced_demographics(by: Sequence[str]) -> list[Demographics]:

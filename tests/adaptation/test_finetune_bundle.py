@@ -77,3 +77,18 @@ def test_the_text_encoder_trains_with_the_unet_and_goes_into_the_new_bundle(tiny
     # the UNet weights are plain (no "unet." prefix, no encoder keys): the source's UNet loads them
     unet = torch.load(out / "models" / "model.pt", weights_only=True)
     assert unet.keys() == torch.load(tiny_bundle / "models" / "model.pt", weights_only=True).keys()
+    assert record["kept_from_the_source_unet"] == ["model_controlnet.pt"]  # trained over the source UNet
+
+
+def test_a_work_folder_resumes_only_its_own_request(tiny_bundle, radiographs, tmp_path):
+    from monai_xreal.errors import XRealInputError
+
+    finetune_bundle(
+        tiny_bundle, radiographs, tmp_path / "a", work_dir=tmp_path / "work", overrides={**TINY, "epochs": 1}
+    )
+    with pytest.raises(XRealInputError, match="holds a run of another request \\(trainable differ"):
+        finetune_bundle(tiny_bundle, radiographs, tmp_path / "b", work_dir=tmp_path / "work", trainable="attention",
+                        overrides={**TINY, "epochs": 1})  # fmt: skip
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(XRealInputError, match="'datalist'.* not overrides"):
+        finetune_bundle(tiny_bundle, radiographs, tmp_path / "c", overrides={"datalist": "x.json"})

@@ -29,7 +29,7 @@ def chexpert_root(tmp_path):
     (root / "train.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "demo.csv").write_text("PATIENT,GENDER,AGE_AT_CXR,PRIMARY_RACE,ETHNICITY\n"
                                        "patient00001,Female,68,\"White, non-Hispanic\",Non-Hispanic/Non-Latino\n"
-                                       "patient00002,Male,87,Black or African American,Unknown\n"
+                                       "patient00002,Male,87,\"Other, Hispanic\",Hispanic/Latino\n"
                                        "patient00003,Unknown,0,Patient Refused,Unknown\n")  # fmt: skip
     return root
 
@@ -42,8 +42,9 @@ def test_labels_views_and_demographics(chexpert_root):
     assert first["image"] == str(chexpert_root / "train/patient00001/study1/view1_frontal.jpg")
     assert first["labels"]["Cardiomegaly"] == 1 and second["labels"]["Cardiomegaly"] == 0  # U-Zeros
     assert first["demographics"] == {"sex": "female", "age": 68, "race": "White", "view": "AP"}
-    assert second["demographics"] == {"sex": "male", "age": 87, "race": "Black", "view": "PA"}
+    assert second["demographics"] == {"sex": "male", "age": 87, "race": "Hispanic", "view": "PA"}
     assert third["demographics"] == {"age": 0, "view": "AP"}  # unknown sex and refused race left out
+    assert [i["id"] for i in chexpert_datalist(chexpert_root, views="PA")] == [second["id"]]  # a string is one view
     every = chexpert_datalist(chexpert_root, views=None)
     assert len(every) == 4 and every[2]["view"] == "lateral" and "race" not in every[0]["demographics"]
 

@@ -223,8 +223,9 @@ def test_mimic_iv_demographics_at_the_study_date(mimic_root, tmp_path):
     (hosp / "patients.csv").write_text("subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n"
                                        "10000032,F,52,2178,2014 - 2016,\n10000764,M,91,2180,2008 - 2010,\n")  # fmt: skip
     with gzip.open(hosp / "admissions.csv.gz", "wt") as handle:
-        handle.write("subject_id,hadm_id,race\n10000032,1,WHITE\n10000032,2,WHITE - OTHER EUROPEAN\n"
-                     "10000032,3,UNKNOWN\n10000764,4,BLACK/AFRICAN AMERICAN\n")  # fmt: skip
+        # subject 10000032: two White admissions (two spellings) and two others; unknowns are not a group
+        handle.write("subject_id,hadm_id,race\n10000032,1,UNKNOWN\n10000032,2,UNKNOWN\n10000032,3,WHITE - RUSSIAN\n"
+                     "10000032,4,WHITE - OTHER EUROPEAN\n10000032,5,ASIAN\n10000764,6,BLACK/AFRICAN AMERICAN\n")  # fmt: skip
     items = mimic_cxr_datalist(mimic_root, views=None, patients_root=hosp)
     by_id = {item["id"][:8]: item for item in items}
     assert by_id["02aa804e"]["demographics"] == {"sex": "female", "age": 54, "race": "White", "view": "PA"}
@@ -235,3 +236,4 @@ def test_mimic_iv_demographics_at_the_study_date(mimic_root, tmp_path):
     (hosp / "patients.csv").write_text("subject_id,gender,anchor_age,anchor_year\n10000032,X,52,2178\n")
     with pytest.raises(XRealInputError, match="demographics.sex: unknown value 'X'"):
         mimic_cxr_datalist(mimic_root, patients_root=hosp)
+    assert len(mimic_cxr_datalist(mimic_root, patients_root=hosp, skip_invalid=True)) == 1  # subject 10000032 skipped

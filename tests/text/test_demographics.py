@@ -28,6 +28,11 @@ from monai_xreal.text.demographics import (
             Demographics("female", race="Black", view="AP"),
         ),
         ({"sex": "Unknown", "race": "UNABLE TO OBTAIN", "age": None}, None),  # nothing known
+        ({"age": float("nan"), "race": "White or Caucasian"}, Demographics(race="White")),  # a table's NaN: unknown
+        ({"race": "Native American, non-Hispanic"}, Demographics(race="Other")),
+        ({"race": "White, Hispanic"}, Demographics(race="Hispanic")),  # CheXpert's Hispanic ethnicity
+        ({"age": __import__("numpy").int64(44)}, Demographics(age=44)),
+        ({"age": float("inf")}, None),  # not a finite number: not known
     ],
 )
 def test_dataset_spellings_read_into_the_categories(values, expected):
