@@ -143,7 +143,8 @@ def test_shipped_bundle_generates_at_its_resolution():
 def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, mask_files, tmp_path):
     datalist = tmp_path / "conditions.json"
     datalist.write_text(json.dumps({"conditions": [
-        {"id": "with_finding", "anatomy": mask_files["anatomy"].name, "pathology": mask_files["pathology"].name, "prompt": "Edema"},
+        {"id": "with_finding", "anatomy": mask_files["anatomy"].name, "pathology": mask_files["pathology"].name, "prompt": "Edema",
+         "demographics": {"sex": "F", "age": 60}},
         {"id": "anatomy_only", "anatomy": mask_files["anatomy"].name},
     ]}))  # fmt: skip
     out = tmp_path / "generated"
@@ -164,7 +165,11 @@ def test_monai_bundle_run_writes_images_for_a_conditions_datalist(tiny_bundle, m
         record = json.loads((out / f"{name}.json").read_text())  # the generation service's provenance sidecar
         assert record["synthetic"] and record["condition_id"] == name and record["output"]["file"] == f"{name}.png"
         assert record["sampling"]["num_inference_steps"] == 2 and record["anatomy"]["file"].endswith("anatomy.png")
-    assert json.loads((out / "with_finding.json").read_text())["sampling"]["seed"] == 0
+    with_finding = json.loads((out / "with_finding.json").read_text())
+    assert with_finding["sampling"]["seed"] == 0
+    # the condition's demographics are in the prompt the model was given, and in the record
+    assert with_finding["prompt"] == "60 year old female. Edema"
+    assert with_finding["demographics"] == {"sex": "female", "age": 60}
 
     # the images are the library's, seed 0 and 1 for the two entries
     from monai.transforms import LoadImage
