@@ -161,6 +161,10 @@ def check_finetune_request(
             labels, colour images, images smaller than the model grid; with ``demographics_in_prompt``, an item's
             unknown demographic category or out-of-range age, or no item with demographics.
     """
+    from pydoc import locate
+
+    import torch
+
     from monai_xreal.bundle import has_weights, read_bundle_config
     from monai_xreal.engines.finetune import TRAINABLE, finetune_unet
 
@@ -181,13 +185,14 @@ def check_finetune_request(
     definition = parser.get("diffusion_unet_def")
     if not isinstance(definition, Mapping):
         raise XRealInputError("bundle", f"{bundle}'s configs define no diffusion_unet_def to fine-tune")
-    parser["device"] = "cpu"
-    finetune_unet(parser.get_parsed_content("diffusion_unet_def"), trainable)  # a UNet it cannot adapt says why
+    parser.get_parsed_content("diffusion_unet_def#cross_attention_dim")  # may read the text encoder: outside meta
+    with torch.device("meta"):  # the network's structure only: no weights allocated (an SD-size UNet is ~3 GB)
+        finetune_unet(parser.get_parsed_content("diffusion_unet_def"), trainable)  # a UNet it cannot adapt says why
     if (overrides or {}).get("train_text_encoder"):
-        encoder = parser.get_parsed_content("text_encoder")
+        encoder = locate(str(parser.get("text_encoder#_target_")))  # the class: nothing loaded
         if not hasattr(encoder, "tokenize"):
-            raise XRealInputError("train_text_encoder", f"{type(encoder).__name__} cannot be fine-tuned: only a "
-                                  "transformers encoder (HFTextEncoder) is")  # fmt: skip
+            raise XRealInputError("train_text_encoder", f"{getattr(encoder, '__name__', encoder)} cannot be "
+                                  "fine-tuned: only a transformers encoder (HFTextEncoder) is")  # fmt: skip
     spatial_size = tuple(int(s) for s in parser.get_parsed_content("spatial_size"))
     channels = int(parser.get_parsed_content("autoencoder_def#in_channels"))
     items = _training_items(datalist)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import torch
 from monai.networks.nets.diffusion_model_unet import SpatialTransformer
@@ -152,8 +153,6 @@ class TextEncoderSaver:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine=None):
-        from pathlib import Path
-
         network = getattr(self.network, "module", self.network)
         if isinstance(network, TextConditionedUNet):
             return network.text_encoder.save_pretrained(Path(self.output_dir) / "text_encoder")

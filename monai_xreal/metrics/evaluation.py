@@ -175,9 +175,7 @@ class GenerationEvaluation:
         loaded = {"id": str(condition.get("id", "")), "seed": int(condition.get("seed", 0)),
                   "prompt": condition_prompt(condition)}  # fmt: skip
         if demographics is not None:
-            # the counterfactual keeps the demographics: only the finding's own effect is measured
             loaded["demographics"] = demographics.as_dict()
-            loaded["counterfactual_prompt"] = condition_prompt({"demographics": loaded["demographics"]})
         for key in ("anatomy", "pathology"):
             value = condition.get(key)
             if value is not None:
@@ -250,7 +248,8 @@ class GenerationEvaluation:
             images = self.pipeline(anatomy, pathology, [s.prompt for s in batch], seed=seeds, **self.sampling).cpu()
             counterfactuals = None
             if pathology is not None and self.pathology_counterfactuals:
-                empty = [self.conditions[s.condition].get("counterfactual_prompt", "") for s in batch]
+                # the counterfactual keeps the demographics: only the finding's own effect is measured
+                empty = [condition_prompt({"demographics": c.get("demographics")}) for c in conditions]
                 counterfactuals = self.pipeline(anatomy, pathology, empty, seed=seeds, **self.sampling).cpu()
             for i, sample in enumerate(batch):
                 sample.image = images[i]
