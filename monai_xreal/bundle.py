@@ -42,6 +42,7 @@ __all__ = [
     "named_list",
     "read_bundle_config",
     "read_scale_factor",
+    "sampling_defaults",
     "save_bundle_weights",
     "save_weights",
     "weight_file",
@@ -144,6 +145,11 @@ def read_bundle_config(
         raise XRealInputError("bundle", f"invalid JSON in {names}: {err}") from err
     parser["bundle_root"] = str(root)
     return parser
+
+
+def sampling_defaults(parser: ConfigParser) -> dict[str, Any]:
+    """The bundle's values for the sampling knobs (``pipeline#sampling_defaults``; empty where it sets none)."""
+    return dict(parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {})
 
 
 def named_list(named: Mapping[str, Any] | Sequence[Any] | None) -> list:

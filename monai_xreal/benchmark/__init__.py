@@ -26,6 +26,7 @@ _EXPORTS = {
     "plain_text_to_image": "runner",
     "run_benchmark": "suite",
     "time_networks": "timing",
+    "xreal_size_pipeline": "full_size",
 }
 __all__ = sorted(_EXPORTS)
 

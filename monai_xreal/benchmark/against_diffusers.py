@@ -7,6 +7,7 @@ bundle, loaded with ``XRealPipeline.from_bundle``), so the figure is the one a u
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,6 +55,7 @@ def compare_with_diffusers(
     device: torch.device | str | None = None,
     prompt: str = "right pleural effusion",
     progress: bool = True,
+    bf16: bool = False,
 ) -> dict:
     """Time text-to-image sampling of a converted diffusers model against ``StableDiffusionPipeline``.
 
@@ -70,6 +72,8 @@ def compare_with_diffusers(
         device: where both run (default: the bundle config's device).
         prompt: the prompt of every image.
         progress: a progress bar over the rounds.
+        bf16: run both under the same bfloat16 autocast (what a GPU user runs; the images then agree to bf16
+            rounding, not exactly).
 
     Returns:
         ``{"rows": [...], "hardware": ...}``: per batch size, the seconds and ratio spreads
@@ -86,24 +90,32 @@ def compare_with_diffusers(
         total=len(batch_sizes) * (repeats + 1), desc="against diffusers", unit="round", disable=not progress
     ) as bar:
         for batch in batch_sizes:
-            rows.append(_compare(ours, theirs, batch, num_inference_steps, guidance_scale, repeats, seed, prompt, bar))
-    return {"hardware": hardware(ours.device), "rows": rows}
+            rows.append(
+                _compare(ours, theirs, batch, num_inference_steps, guidance_scale, repeats, seed, prompt, bar, bf16)
+            )
+    return {"hardware": hardware(ours.device), "precision": "bf16 autocast" if bf16 else "fp32", "rows": rows}
 
 
-def _compare(ours, theirs, batch, steps, guidance, repeats, seed, prompt, bar) -> dict:
+def _compare(ours, theirs, batch, steps, guidance, repeats, seed, prompt, bar, bf16) -> dict:
     device = ours.device
     seeds = [seed + i for i in range(batch)]
     generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     noise = per_sample_randn((ours.unet.in_channels, *ours.latent_shape()), generators, device, torch.float32)
     height, width = ours.spatial_shape
 
+    def precision():  # the same for both sides
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     def run_ours() -> torch.Tensor:
-        return ours(prompt=[prompt] * batch, num_inference_steps=steps, guidance_scale=guidance, eta=0.0, seed=seeds)
+        with precision():
+            return ours(prompt=[prompt] * batch, num_inference_steps=steps, guidance_scale=guidance, eta=0.0,
+                        seed=seeds)  # fmt: skip
 
     def run_theirs() -> torch.Tensor:
-        images = theirs([prompt] * batch, num_inference_steps=steps, guidance_scale=guidance, eta=0.0,
-                        latents=noise.clone(), output_type="pt", height=height, width=width).images  # fmt: skip
-        return images.mean(dim=1, keepdim=True)  # the converted pipeline returns the channels' mean
+        with precision():
+            images = theirs([prompt] * batch, num_inference_steps=steps, guidance_scale=guidance, eta=0.0,
+                            latents=noise.clone(), output_type="pt", height=height, width=width).images  # fmt: skip
+        return images.float().mean(dim=1, keepdim=True)  # the converted pipeline returns the channels' mean
 
     first_ours, first_theirs = timed(run_ours, device)[1], timed(run_theirs, device)[1]  # warm-up; images compared
     bar.update()
@@ -118,13 +130,15 @@ def _compare(ours, theirs, batch, steps, guidance, repeats, seed, prompt, bar) -
         "batch_size": batch, "num_inference_steps": steps, "guidance_scale": guidance, "repeats": repeats,
         "converted_seconds": spread(ours_seconds), "diffusers_seconds": spread(theirs_seconds),
         "ratio": spread([o / t for o, t in zip(ours_seconds, theirs_seconds)]),
-        "max_abs_image_difference": float((first_ours.as_tensor() - first_theirs.to(first_ours.device)).abs().max()),
+        "max_abs_image_difference": float(
+            (first_ours.as_tensor().float() - first_theirs.to(first_ours.device)).abs().max()
+        ),
     }  # fmt: skip
 
 
 def format_diffusers_comparison(results: dict) -> str:
     """The comparison as a Markdown table (median with range; rows whose range is too wide are marked)."""
-    machine = results.get("hardware", {})
+    machine = {**results.get("hardware", {}), **({"precision": results["precision"]} if "precision" in results else {})}
     lines = [", ".join(f"{k}: {v}" for k, v in machine.items()), ""] if machine else []
     lines += ["| batch | steps | guidance | converted s | diffusers s | converted / diffusers | max image diff |",
               "|---|---|---|---|---|---|---|"]  # fmt: skip

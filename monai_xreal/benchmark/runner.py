@@ -42,7 +42,11 @@ class BenchmarkCondition:
 
 def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "simulated") -> list[BenchmarkCondition]:
     """``num`` conditions, each with a finding region (two-stage sampling), findings in turn: simulated radiographs'
-    (held-out real lung outlines) or phantoms' anatomy and finding masks."""
+    (held-out real lung outlines), phantoms' anatomy and finding masks, or (``"sample"``) the embedded bundle's
+    sample condition at ``size`` with a seed per condition, which needs no data package (for timing only: one
+    anatomy)."""
+    if source == "sample":
+        return _sample_conditions(num, size, seed)
     if source == "simulated":
         from monai_xreal.simulation import RadiographSimulator
 
@@ -66,6 +70,17 @@ def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "s
                                      for m in (sample.anatomy, sample.image, sample.pathology))  # fmt: skip
         conditions.append(BenchmarkCondition(anatomy, pathology, finding, seed + index - 1, image))  # (1, X, Y) each
     return conditions
+
+
+def _sample_conditions(num: int, size: int, seed: int) -> list[BenchmarkCondition]:
+    from monai_xreal.bundle import default_bundle_path
+    from monai_xreal.io.readers import load_mask
+
+    folder = default_bundle_path() / "sample_data"
+    masks = [load_mask(folder / f"{name}.png", name)[None] for name in ("anatomy", "pathology")]
+    anatomy, pathology = (torch.nn.functional.interpolate(m, size=(size, size), mode="nearest")[0] for m in masks)
+    return [BenchmarkCondition(anatomy, pathology, _REGION_FINDINGS[i % len(_REGION_FINDINGS)], seed + i)
+            for i in range(num)]  # fmt: skip
 
 
 @dataclass

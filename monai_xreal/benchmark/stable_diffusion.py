@@ -19,7 +19,17 @@ from pathlib import Path
 import torch
 from monai.utils import optional_import
 
-__all__ = ["write_random_stable_diffusion"]
+__all__ = ["PRESETS", "stable_diffusion_networks", "write_random_stable_diffusion"]
+
+PRESETS: dict[str, dict] = {
+    "small": {"unet_channels": (64, 128, 256), "latent_size": 32, "context_dim": 256,
+              "autoencoder_channels": (32, 64, 64, 64), "text_layers": 4, "text_heads": 4},
+    "sd15": {"unet_channels": (320, 640, 1280, 1280), "latent_size": 64, "context_dim": 768,
+             "autoencoder_channels": (128, 256, 512, 512), "text_layers": 12, "text_heads": 12},
+}  # fmt: skip
+"""``small``: what ``docs/benchmarks.md``'s CPU figures use (256x256 images); ``sd15``: Stable Diffusion 1.5's sizes
+(UNet 859,520,964 parameters on 64x64x4 latents, VAE 83,653,863, 512x512 images, a 12-layer CLIP text encoder of
+width 768; only the tokenizer's vocabulary is smaller than CLIP's)."""
 
 diffusers, _ = optional_import("diffusers")
 transformers, _ = optional_import("transformers")
@@ -49,38 +59,22 @@ def _byte_tokenizer(folder: Path, max_length: int):
     return tokenizer, vocab
 
 
-def write_random_stable_diffusion(
-    folder: str | Path,
-    unet_channels: Sequence[int] = (64, 128, 256),
-    latent_size: int = 32,
-    context_dim: int = 256,
-    text_length: int = 77,
-    autoencoder_channels: Sequence[int] = (32, 64, 64, 64),
-    seed: int = 0,
-):
-    """Write a diffusers ``StableDiffusionPipeline`` folder with random weights and return the pipeline.
-
-    The UNet has SD 1.x's block layout scaled to ``unet_channels`` (cross-attention at every level but the last,
-    8 heads, 2 residual blocks per level), the VAE SD's KL layout with ``autoencoder_channels`` (8x downsampling for
-    four levels), a 4-layer CLIP text encoder of width ``context_dim``, and SD's DDIM schedule.
-
-    Args:
-        folder: where to write; created.
-        unet_channels: the UNet's channels per level.
-        latent_size: the latent grid's side (images are ``latent_size * 2 ** (len(autoencoder_channels) - 1)``).
-        context_dim: text embedding width (the UNet's cross-attention dimension).
-        text_length: the tokenizer's and text encoder's maximum length.
-        autoencoder_channels: the VAE's channels per level.
-        seed: seed of the random weights.
-    """
-    if diffusers is None or transformers is None:
-        raise ImportError("writing a Stable Diffusion folder needs diffusers and transformers")
-    folder = Path(folder)
-    tokenizer, vocab = _byte_tokenizer(folder / "tokenizer", text_length)
+def stable_diffusion_networks(
+    unet_channels: Sequence[int],
+    latent_size: int,
+    context_dim: int,
+    text_length: int,
+    autoencoder_channels: Sequence[int],
+    text_layers: int,
+    text_heads: int,
+    vocab: dict[str, int],
+) -> dict[str, torch.nn.Module]:
+    """The UNet, VAE and CLIP text encoder of :func:`write_random_stable_diffusion` (``vocab``: ``size``, ``bos``,
+    ``eos`` token ids), initialised by their classes (on the current default device: ``meta`` builds only shapes)."""
     text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=context_dim, intermediate_size=4 * context_dim, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=text_length, eos_token_id=vocab["<|endoftext|>"],
-        bos_token_id=vocab["<|startoftext|>"],
+        vocab_size=vocab["size"], hidden_size=context_dim, intermediate_size=4 * context_dim,
+        num_hidden_layers=text_layers, num_attention_heads=text_heads, max_position_embeddings=text_length,
+        eos_token_id=vocab["eos"], bos_token_id=vocab["bos"],
     ))  # fmt: skip
     levels = len(unet_channels)
     unet = diffusers.UNet2DConditionModel(
@@ -95,6 +89,46 @@ def write_random_stable_diffusion(
         block_out_channels=tuple(autoencoder_channels), layers_per_block=2, latent_channels=4, norm_num_groups=32,
         sample_size=latent_size * 2 ** (len(autoencoder_channels) - 1),
     )  # fmt: skip
+    return {"unet": unet, "vae": vae, "text_encoder": text}
+
+
+def write_random_stable_diffusion(
+    folder: str | Path,
+    unet_channels: Sequence[int] = (64, 128, 256),
+    latent_size: int = 32,
+    context_dim: int = 256,
+    text_length: int = 77,
+    autoencoder_channels: Sequence[int] = (32, 64, 64, 64),
+    seed: int = 0,
+    text_layers: int = 4,
+    text_heads: int = 4,
+):
+    """Write a diffusers ``StableDiffusionPipeline`` folder with random weights and return the pipeline.
+
+    The UNet has SD 1.x's block layout scaled to ``unet_channels`` (cross-attention at every level but the last,
+    8 heads, 2 residual blocks per level), the VAE SD's KL layout with ``autoencoder_channels`` (8x downsampling for
+    four levels), a CLIP text encoder of ``text_layers`` layers and width ``context_dim``, and SD's DDIM schedule.
+    :data:`PRESETS` holds the small default and Stable Diffusion 1.5's published sizes.
+
+    Args:
+        folder: where to write; created.
+        unet_channels: the UNet's channels per level.
+        latent_size: the latent grid's side (images are ``latent_size * 2 ** (len(autoencoder_channels) - 1)``).
+        context_dim: text embedding width (the UNet's cross-attention dimension).
+        text_length: the tokenizer's and text encoder's maximum length.
+        autoencoder_channels: the VAE's channels per level.
+        seed: seed of the random weights.
+        text_layers, text_heads: the text encoder's depth and attention heads.
+    """
+    if diffusers is None or transformers is None:
+        raise ImportError("writing a Stable Diffusion folder needs diffusers and transformers")
+    folder = Path(folder)
+    tokenizer, vocab = _byte_tokenizer(folder / "tokenizer", text_length)
+    networks = stable_diffusion_networks(
+        unet_channels, latent_size, context_dim, text_length, autoencoder_channels, text_layers, text_heads,
+        vocab={"size": len(vocab), "bos": vocab["<|startoftext|>"], "eos": vocab["<|endoftext|>"]},
+    )  # fmt: skip
+    unet, vae, text = networks["unet"], networks["vae"], networks["text_encoder"]
     scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
     pipe = diffusers.StableDiffusionPipeline(
@@ -109,11 +143,18 @@ def write_random_stable_diffusion(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="write a random-weight Stable-Diffusion-format diffusers folder")
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--unet-channels", type=int, nargs="+", default=[64, 128, 256])
-    parser.add_argument("--latent-size", type=int, default=32)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                        help="sizes: small (the CPU benchmark's) or sd15 (Stable Diffusion 1.5's); default: small")  # fmt: skip
+    parser.add_argument("--unet-channels", type=int, nargs="+", default=None, help="override the preset's")
+    parser.add_argument("--latent-size", type=int, default=None, help="override the preset's")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    write_random_stable_diffusion(args.folder, args.unet_channels, args.latent_size, seed=args.seed)
+    sizes = dict(PRESETS[args.preset])
+    if args.unet_channels is not None:
+        sizes["unet_channels"] = tuple(args.unet_channels)
+    if args.latent_size is not None:
+        sizes["latent_size"] = args.latent_size
+    write_random_stable_diffusion(args.folder, seed=args.seed, **sizes)
     print(f"wrote {args.folder}")
 
 

@@ -73,7 +73,8 @@ def run_benchmark(
             largest batch size.
         seed: seed of the conditions.
         progress: a progress bar over the measurements.
-        source: ``"simulated"`` (simulated radiographs' anatomy, held-out real lung outlines) or ``"phantoms"``.
+        source: ``"simulated"`` (simulated radiographs' anatomy, held-out real lung outlines), ``"phantoms"`` or
+            ``"sample"`` (the embedded bundle's sample condition; timing only).
         repeats: rounds over the recipe rows (each round measures every row once, so the rows alternate); a row
             reports the median images/s with the spread of its rounds.
 

@@ -24,6 +24,10 @@ def add_parser(commands) -> None:
     )  # fmt: skip
     p.add_argument("--bundle", type=Path, default=None, help="generator bundle (default: the embedded cxr_xreal)")
     p.add_argument("--segmenter", type=Path, default=None, help="anatomy judge bundle (default: the embedded one)")
+    p.add_argument("--full-size", action="store_true",
+                   help="instead of a bundle: XReal's networks at full size (518M-parameter UNet, 64x64x3 latents, "
+                   "256x256 images, as a conversion of its release builds them) with random weights and the "
+                   "embedded bundle's sampling defaults; speed and memory only (no Dice: the images mean nothing)")  # fmt: skip
     p.add_argument("--num-images", type=int, default=8, help="conditions per measurement (default: 8)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
     p.add_argument("--num-inference-steps", type=int, default=FAST_RECIPE.num_inference_steps,
@@ -55,12 +59,14 @@ def add_parser(commands) -> None:
                    "noise-4+4 noise-6+3-feather noise-4+4-feather data-4+4-feather data-6+3-feather (default: all)")  # fmt: skip
     p.add_argument("--figure", type=Path, default=None, help="with --samplers: write a PNG of where each recipe's "
                    "finding went (image and change map per recipe, mask outlined)")  # fmt: skip
+    p.add_argument("--bf16", action="store_true", help="with --against-diffusers: both pipelines under the same "
+                   "bfloat16 autocast")  # fmt: skip
     p.add_argument("--guidance-scale", type=float, default=7.5,
                    help="guidance of the --against-diffusers comparison (default: 7.5, Stable Diffusion's)")  # fmt: skip
     p.add_argument("--seed", type=int, default=1000, help="seed of the conditions (default: 1000)")
-    p.add_argument("--source", choices=("simulated", "phantoms"), default="simulated",
-                   help="conditions: simulated radiographs' (held-out lung outlines) or phantoms' "
-                   "(default: simulated)")  # fmt: skip
+    p.add_argument("--source", choices=("simulated", "phantoms", "sample"), default="simulated",
+                   help="conditions: simulated radiographs' (held-out lung outlines), phantoms', or the embedded "
+                   "bundle's sample condition (timing only; needs no data package) (default: simulated)")  # fmt: skip
     p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.set_defaults(run=run)
@@ -84,10 +90,23 @@ def run(args) -> None:
     if args.output is not None and (not args.output.parent.is_dir() or args.output.is_dir()):
         raise XRealInputError("--output", f"{args.output} is a folder, or its folder does not exist")
     check_output_file(args.figure, "--figure", ".png")
+    if args.bf16 and args.against_diffusers is None:
+        raise XRealInputError("--bf16", "goes with --against-diffusers (the benchmark's own bf16 row is the variant "
+                              "bf16-autocast)")  # fmt: skip
+    if args.full_size:
+        clashes = {"--bundle": args.bundle, "--segmenter": args.segmenter, "--samplers": args.samplers,
+                   "--against-diffusers": args.against_diffusers}  # fmt: skip
+        for flag, given in clashes.items():
+            if given:
+                raise XRealInputError(flag, "does not go with --full-size (random weights: no bundle to read, "
+                                      "nothing to judge)")  # fmt: skip
     if args.against_diffusers is not None:
         return _against_diffusers(args)
-    pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
-    segmenter = load_segmenter(args.segmenter, device=pipeline.device)
+    if args.full_size:
+        pipeline, segmenter = _full_size(args), None
+    else:
+        pipeline = XRealPipeline.from_bundle(args.bundle, device=args.device)
+        segmenter = load_segmenter(args.segmenter, device=pipeline.device)
     if args.samplers:
         return _samplers(args, pipeline, segmenter)
     variants = (
@@ -109,12 +128,18 @@ def run(args) -> None:
         print(f"wrote {args.output}")
 
 
+def _full_size(args):
+    from monai_xreal.benchmark.full_size import xreal_size_pipeline
+
+    return xreal_size_pipeline(args.device or "cpu")
+
+
 def _against_diffusers(args) -> None:
     from monai_xreal.benchmark.against_diffusers import compare_with_diffusers, format_diffusers_comparison
 
     results = compare_with_diffusers(
         args.against_diffusers, batch_sizes=args.batch_sizes, num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale, repeats=args.repeats, seed=args.seed, device=args.device,
+        guidance_scale=args.guidance_scale, repeats=args.repeats, seed=args.seed, device=args.device, bf16=args.bf16,
     )  # fmt: skip
     print(format_diffusers_comparison(results))
     if args.output is not None:

@@ -17,6 +17,7 @@ from monai_xreal.errors import XRealInputError
 yaml, has_yaml = optional_import("yaml")
 
 __all__ = [
+    "XREAL_ARCHITECTURE",
     "XREAL_DEFAULTS",
     "compvis_autoencoder_arguments",
     "compvis_text_encoder_arguments",
@@ -37,6 +38,23 @@ XREAL_DEFAULTS: dict[str, Any] = {
     "text_dim_head": 64,
 }
 """What XReal's ``configs/xreal-diff-t2i.yml`` sets where a checkpoint's shapes do not say (Cheff's are the same)."""
+
+XREAL_ARCHITECTURE: dict[str, dict[str, Any]] = {
+    "unet": {
+        "spatial_dims": 2, "in_channels": 3, "out_channels": 3, "channels": [224, 448, 896, 896],
+        "attention_levels": [False, True, True, True], "num_res_blocks": 2, "num_head_channels": [28, 56, 112, 112],
+        "norm_num_groups": 32, "with_conditioning": True, "transformer_num_layers": 1, "cross_attention_dim": 1280,
+    },
+    "autoencoder": {
+        "spatial_dims": 2, "in_channels": 3, "out_channels": 3, "channels": [128, 256, 512],
+        "attention_levels": [False, False, False], "num_res_blocks": 2, "latent_channels": 3,
+    },
+    "text_encoder": {"max_length": 150, "dim": 1280, "depth": 32, "heads": 8, "dim_head": 64, "vocab_size": 30522},
+}  # fmt: skip
+"""The arguments the readers below give for XReal's release (UNet 518,166,659 parameters, autoencoder 55,312,063,
+text encoder 582,087,482; its anatomy controller is an autoencoder of the same shape), as read from the shapes of
+its checkpoint's keys (``tests/interop/test_convert.py`` proves the two agree): what a converted XReal is built as
+where the weights themselves are not needed, e.g. timing a model of its size."""
 
 
 def read_original_config(path: str | Path | None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from monai_xreal.interop.compvis import (
     strip_prefix,
 )
 from monai_xreal.interop.compvis_arguments import (
+    XREAL_ARCHITECTURE,
     compvis_autoencoder_arguments,
     compvis_text_encoder_arguments,
     compvis_unet_arguments,
@@ -45,6 +46,7 @@ from monai_xreal.io.hashing import sha256_file as sha256
 __all__ = [
     "FORMATS",
     "Conversion",
+    "compvis_definitions",
     "convert",
     "from_compvis",
     "from_diffusers",
@@ -55,6 +57,8 @@ __all__ = [
 MODEL_ZOO_SCALE_FACTOR = 0.3  # cxr_image_synthesis_latent_diffusion_model's scripts/sampler.py decodes z / 0.3
 _UNET = "monai_xreal.networks.CompVisDiffusionModelUNet"
 _AUTOENCODER = "monai_xreal.networks.CompVisAutoencoderKL"
+_COMPVIS_TARGETS = {"unet": _UNET, "autoencoder": _AUTOENCODER, "anatomy_controller": _AUTOENCODER,
+                    "text_encoder": "monai_xreal.text.BERTEmbedder"}  # fmt: skip
 
 
 @dataclass
@@ -124,6 +128,19 @@ def _network(arguments: Mapping[str, Any], target: str, state: Mapping[str, torc
     return definition, load_exactly(_build(definition), state, source)
 
 
+def compvis_definitions(
+    architecture: Mapping[str, Mapping[str, Any]] = XREAL_ARCHITECTURE,
+) -> dict[str, dict[str, Any]]:
+    """Bundle-config definitions of a CompVis model's networks, as :func:`from_compvis` writes them (fused
+    attention on), from each component's arguments (``unet``, ``autoencoder``, ``anatomy_controller``,
+    ``text_encoder``); the default is XReal's release. Built with ``ConfigParser``, they have random weights."""
+    unknown = sorted(set(architecture) - set(_COMPVIS_TARGETS))
+    if unknown:
+        raise ValueError(f"unknown component(s) {unknown}; known: {sorted(_COMPVIS_TARGETS)}")
+    return {name: with_fast_attention({"_target_": _COMPVIS_TARGETS[name], **arguments})
+            for name, arguments in architecture.items()}  # fmt: skip
+
+
 # -- CompVis / XReal / Cheff ------------------------------------------------------------------------------------------
 
 
@@ -172,7 +189,7 @@ def from_compvis(path: str | Path, original_config: str | Path | None = None, em
                          f"{backbone} (UNet)"),
         "autoencoder": _network(ae_args, _AUTOENCODER, _compvis_autoencoder(parts["autoencoder"], ae_args),
                                 f"{backbone} (autoencoder)"),
-        "text_encoder": _network(text_args, "monai_xreal.text.BERTEmbedder", parts["text_encoder"],
+        "text_encoder": _network(text_args, _COMPVIS_TARGETS["text_encoder"], parts["text_encoder"],
                                  f"{backbone} (text encoder)"),
     }  # fmt: skip
     inputs = [backbone]

@@ -12,7 +12,7 @@ from typing import Any
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.utils.others.generic import device_list, name_to_device
 
-from monai_xreal.bundle import read_bundle_config, weight_file
+from monai_xreal.bundle import read_bundle_config, sampling_defaults, weight_file
 from monai_xreal.errors import XRealInputError
 from monai_xreal.label.params import GenerateLimits
 from monai_xreal.synthesis.provenance import bundle_record
@@ -54,7 +54,7 @@ class PipelineInferTask(InferTask):
         self._bundle_record: dict | None = None
         parser = read_bundle_config(self.bundle_root)
         self.metadata: dict = parser.get("_meta_", {})
-        defaults = parser.get_parsed_content("pipeline#sampling_defaults", default={}) if "pipeline" in parser else {}
+        defaults = sampling_defaults(parser)
         name = f"{self.metadata.get('name', self.bundle_root.name)} {self.metadata.get('version', '')}".strip()
         shared = {"prompt": prompt, "seed": "", "steps": int(defaults.get("num_inference_steps", 0)) or "",
                   "guidance": float(defaults.get("guidance_scale", 0.0)) or "", "scheduler": ""}  # fmt: skip

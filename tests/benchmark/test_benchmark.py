@@ -32,6 +32,15 @@ def test_benchmark_conditions_have_finding_regions(conditions):
     assert all(c.pathology.any() and c.anatomy.max() >= 3 for c in conditions)
 
 
+def test_sample_conditions_need_no_data_package():
+    """The embedded bundle's sample condition at the requested size, a seed and a finding each (timing only)."""
+    sample = benchmark_conditions(5, 96, seed=7, source="sample")
+    assert [c.seed for c in sample] == [7, 8, 9, 10, 11] and len({c.prompt for c in sample}) == 4
+    for c in sample:
+        assert c.anatomy.shape == c.pathology.shape == (1, 96, 96) and c.image is None
+        assert set(c.anatomy.unique().tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0} and c.pathology.sum() > 0
+
+
 @pytest.mark.parametrize("batched", [True, False])
 def test_unet_evaluations_are_counted_per_image_and_branch(tiny_pipeline, anatomy, pathology, batched):
     steps = 3

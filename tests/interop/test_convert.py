@@ -191,6 +191,7 @@ def test_full_size_xreal_checkpoint_uses_every_key():
 
     from monai_xreal.interop.compvis import ldm_autoencoder_to_monai, ldm_unet_to_monai
     from monai_xreal.interop.compvis_arguments import (
+        XREAL_ARCHITECTURE,
         compvis_autoencoder_arguments,
         compvis_text_encoder_arguments,
         compvis_unet_arguments,
@@ -214,6 +215,9 @@ def test_full_size_xreal_checkpoint_uses_every_key():
     assert unet_args["channels"] == [224, 448, 896, 896] and unet_args["attention_levels"] == [False, True, True, True]
     assert unet_args["num_head_channels"][1:] == [56, 112, 112] and unet_args["cross_attention_dim"] == 1280
     assert ae_args["channels"] == [128, 256, 512] and ae_args["latent_channels"] == 3
+    # the architecture the full-size benchmark builds without a checkpoint is the one read from XReal's keys
+    assert unet_args == XREAL_ARCHITECTURE["unet"] and ae_args == XREAL_ARCHITECTURE["autoencoder"]
+    assert compvis_text_encoder_arguments(text, settings) == XREAL_ARCHITECTURE["text_encoder"]
     with torch.device("meta"):
         pairs = [
             (CompVisDiffusionModelUNet(**unet_args), ldm_unet_to_monai(unet, 2), "unet"),
