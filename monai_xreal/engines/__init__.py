@@ -12,6 +12,7 @@ from monai_xreal.engines.diffusion import (
     latent_scale_factor,
 )
 from monai_xreal.engines.distributed import destroy_distributed, handlers_for_rank, init_distributed, runs_on_every_rank
+from monai_xreal.engines.ema import AccumulatedEMAHandler, optimizer_stepped
 from monai_xreal.engines.finetune import (
     TRAINABLE,
     MergedWeights,
@@ -27,6 +28,7 @@ from monai_xreal.engines.noise_filter import LatentNoiseFilter, SampleState, Sam
 from monai_xreal.engines.previews import AutoencoderPreview, ImageGridSaver, PipelinePreview, first_items
 
 __all__ = [
+    "AccumulatedEMAHandler",
     "AutoencoderKLTrainer",
     "AutoencoderPrepareBatch",
     "AutoencoderPreview",
@@ -53,6 +55,7 @@ __all__ = [
     "latent_dataset",
     "latent_scale_factor",
     "latest_checkpoint",
+    "optimizer_stepped",
     "prepare_conditions_batch",
     "runs_on_every_rank",
     "text_encoder_of",
