@@ -16,6 +16,7 @@ import torch
 from monai.utils import optional_import
 from tqdm.auto import tqdm
 
+from monai_xreal.benchmark.runner import VARIANTS
 from monai_xreal.benchmark.timing import format_spread, spread, timed
 from monai_xreal.control.sampling import per_sample_randn
 from monai_xreal.errors import XRealInputError
@@ -103,8 +104,8 @@ def _compare(ours, theirs, batch, steps, guidance, repeats, seed, prompt, bar, b
     noise = per_sample_randn((ours.unet.in_channels, *ours.latent_shape()), generators, device, torch.float32)
     height, width = ours.spatial_shape
 
-    def precision():  # the same for both sides
-        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    def precision():  # the same for both sides: the benchmark's own bf16-autocast variant
+        return VARIANTS["bf16-autocast"](ours) if bf16 else contextlib.nullcontext()
 
     def run_ours() -> torch.Tensor:
         with precision():

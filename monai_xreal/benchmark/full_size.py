@@ -26,8 +26,8 @@ __all__ = ["stand_in_vocabulary", "xreal_size_pipeline"]
 
 def stand_in_vocabulary(path: str | Path) -> Path:
     """Write a small WordPiece ``vocab.txt`` (BERT's special tokens, punctuation, lowercase letters and digits, and
-    their ``##`` continuations) for the text encoder of random weights, where bert-base-uncased's vocabulary is not
-    installed: every lowercased ASCII prompt tokenises without an unknown token."""
+    their ``##`` continuations) for the text encoder of random weights, so that timing needs no installed
+    bert-base-uncased vocabulary: every lowercased ASCII prompt tokenises without an unknown token."""
     pieces = list(string.ascii_lowercase + string.digits)
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.punctuation, *pieces, *(f"##{p}" for p in pieces)]
     path = Path(path)
@@ -52,7 +52,7 @@ def xreal_size_pipeline(
         device: where the networks are created and run.
         architecture: arguments replacing XReal's per component (``unet``, ``autoencoder``, ``anatomy_controller``,
             ``text_encoder``; see :data:`~monai_xreal.interop.compvis_arguments.XREAL_ARCHITECTURE`), e.g. a narrow
-            model for a test.
+            model for a test; the anatomy controller has the autoencoder's arguments unless given its own.
         spatial_shape: the image grid (default: XReal's 256x256).
         seed: seed of the random weights.
 
@@ -66,7 +66,8 @@ def xreal_size_pipeline(
     from monai_xreal.interop.schedulers import compvis_scheduler_definition
 
     device = torch.device(device)
-    arguments = {**XREAL_ARCHITECTURE, "anatomy_controller": XREAL_ARCHITECTURE["autoencoder"], **(architecture or {})}
+    arguments = {**XREAL_ARCHITECTURE, **(architecture or {})}
+    arguments.setdefault("anatomy_controller", arguments["autoencoder"])  # XReal's: an autoencoder of the same shape
     definitions = compvis_definitions(arguments)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as scratch:  # the tokenizer reads its vocabulary when it is built

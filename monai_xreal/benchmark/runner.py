@@ -56,7 +56,7 @@ def benchmark_conditions(num: int, size: int, seed: int = 1000, source: str = "s
 
         maker = PhantomGenerator(size=size, seed=seed)
     else:
-        raise ValueError(f"unknown condition source {source!r}: 'simulated' or 'phantoms'")
+        raise ValueError(f"unknown condition source {source!r}: 'simulated', 'phantoms' or 'sample'")
     conditions, index = [], 0
     while len(conditions) < num:
         if index >= 10 * num + 100:

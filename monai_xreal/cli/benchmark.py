@@ -67,7 +67,8 @@ def add_parser(commands) -> None:
     p.add_argument("--source", choices=("simulated", "phantoms", "sample"), default="simulated",
                    help="conditions: simulated radiographs' (held-out lung outlines), phantoms', or the embedded "
                    "bundle's sample condition (timing only; needs no data package) (default: simulated)")  # fmt: skip
-    p.add_argument("--device", type=torch_device, default=None, help="torch device (default: the bundle's)")
+    p.add_argument("--device", type=torch_device, default=None,
+                   help="torch device (default: the bundle's; with --full-size, CUDA when there is one)")  # fmt: skip
     p.add_argument("--output", type=Path, default=None, help="write the results as JSON")
     p.set_defaults(run=run)
 
@@ -129,9 +130,11 @@ def run(args) -> None:
 
 
 def _full_size(args):
+    import torch
+
     from monai_xreal.benchmark.full_size import xreal_size_pipeline
 
-    return xreal_size_pipeline(args.device or "cpu")
+    return xreal_size_pipeline(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _against_diffusers(args) -> None:

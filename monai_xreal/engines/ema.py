@@ -33,14 +33,14 @@ class AccumulatedEMAHandler(EMAHandler):
         model: the trained network.
         momentum: EMA momentum per optimiser step.
         accumulation_steps: the trainer's ``accumulation_steps``.
-        kwargs: the rest of ``EMAHandler``'s arguments.
+        kwargs: the rest of ``EMAHandler``'s arguments (``warmup_iters`` then counts optimiser steps too).
     """
 
-    def __init__(self, model: nn.Module, momentum: float = 0.0002, accumulation_steps: int = 1, **kwargs) -> None:
-        if int(accumulation_steps) < 1:
+    def __init__(self, model: nn.Module, momentum: float = 0.0002, *, accumulation_steps: int = 1, **kwargs) -> None:
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be a positive integer, got {accumulation_steps!r}")
         super().__init__(model, momentum=momentum, **kwargs)
-        self.accumulation_steps = int(accumulation_steps)
+        self.accumulation_steps = accumulation_steps
 
     def attach(self, engine: Engine, name: str = "ema_momentum", warn_if_exists: bool = True, event=None) -> None:
         """Attach on ``ITERATION_COMPLETED`` filtered to the optimiser's steps (or on ``event`` when given)."""

@@ -124,7 +124,11 @@ def _takes(network: type | None, argument: str) -> bool:
 
 
 def _network(arguments: Mapping[str, Any], target: str, state: Mapping[str, torch.Tensor], source: str) -> tuple:
-    definition = with_fast_attention({"_target_": target, **arguments})
+    return _loaded(with_fast_attention({"_target_": target, **arguments}), state, source)
+
+
+def _loaded(definition: dict, state: Mapping[str, torch.Tensor], source: str) -> tuple:
+    """``(definition, network)`` with ``state`` loaded exactly (every key used, every parameter set)."""
     return definition, load_exactly(_build(definition), state, source)
 
 
@@ -184,22 +188,23 @@ def from_compvis(path: str | Path, original_config: str | Path | None = None, em
     ae_args = compvis_autoencoder_arguments(parts["autoencoder"])
     text_args = compvis_text_encoder_arguments(parts["text_encoder"], settings)
     family = f"compvis:{sha256(backbone)[:16]}"
+    definitions = compvis_definitions({"unet": unet_args, "autoencoder": ae_args, "text_encoder": text_args})
     networks = {
-        "unet": _network(unet_args, _UNET, ldm_unet_to_monai(unet_state, unet_args["num_res_blocks"]),
-                         f"{backbone} (UNet)"),
-        "autoencoder": _network(ae_args, _AUTOENCODER, _compvis_autoencoder(parts["autoencoder"], ae_args),
-                                f"{backbone} (autoencoder)"),
-        "text_encoder": _network(text_args, _COMPVIS_TARGETS["text_encoder"], parts["text_encoder"],
-                                 f"{backbone} (text encoder)"),
+        "unet": _loaded(definitions["unet"], ldm_unet_to_monai(unet_state, unet_args["num_res_blocks"]),
+                        f"{backbone} (UNet)"),
+        "autoencoder": _loaded(definitions["autoencoder"], _compvis_autoencoder(parts["autoencoder"], ae_args),
+                               f"{backbone} (autoencoder)"),
+        "text_encoder": _loaded(definitions["text_encoder"], parts["text_encoder"], f"{backbone} (text encoder)"),
     }  # fmt: skip
     inputs = [backbone]
     if controller is not None and controller.is_file():
         controller_state = read_checkpoint(controller)
         controller_state = strip_prefix(controller_state, LDM_PREFIXES["autoencoder"]) or controller_state
         args = compvis_autoencoder_arguments(controller_state)
-        networks["anatomy_controller"] = _network(
-            args, _AUTOENCODER, _compvis_autoencoder(controller_state, args), f"{controller} (anatomy controller)"
-        )
+        networks["anatomy_controller"] = _loaded(
+            compvis_definitions({"anatomy_controller": args})["anatomy_controller"],
+            _compvis_autoencoder(controller_state, args), f"{controller} (anatomy controller)",
+        )  # fmt: skip
         inputs.append(controller)
     notes = [f"UNet weights: {'EMA (model_ema.*)' if ema else 'trained (model.diffusion_model.*)'}.",
              f"Original config: {original_config or 'not given; XReal published values used'}."]  # fmt: skip

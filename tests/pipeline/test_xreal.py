@@ -177,3 +177,15 @@ def test_knobs_left_unset_take_the_bundles_sampling_defaults(tiny_pipeline, anat
             tiny_pipeline.autoencoder, tiny_pipeline.unet, tiny_pipeline.text_encoder, tiny_pipeline.scheduler,
             sampling_defaults={"steps": 10},
         )  # fmt: skip
+
+
+def test_latents_keep_the_unets_precision_under_autocast(tiny_pipeline, monkeypatch):
+    """A text encoder may return bf16 embeddings under bfloat16 autocast (e.g. CLIP's final LayerNorm on CPU); the
+    latents, and so the scheduler's updates, stay in the weights' fp32 all the same, as diffusers keeps them."""
+    encode = tiny_pipeline.encode_prompts
+    monkeypatch.setattr(tiny_pipeline, "encode_prompts", lambda prompts: encode(prompts).to(torch.bfloat16))
+    dtypes = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tiny_pipeline(prompt="Pleural Effusion", num_inference_steps=2, seed=0,
+                      callback=lambda stage, i, t, z: dtypes.append(z.dtype))  # text to image: no known region  # fmt: skip
+    assert len(dtypes) == 2 and set(dtypes) == {torch.float32}

