@@ -35,11 +35,6 @@ def stand_in_vocabulary(path: str | Path) -> Path:
     return path
 
 
-def _build(definition: Mapping[str, Any], device: torch.device) -> torch.nn.Module:
-    with torch.device(device):  # parameters are created where they run: no host copy of a 1.2B-parameter model
-        return ConfigParser({"network": dict(definition)}).get_parsed_content("network", instantiate=True)
-
-
 def xreal_size_pipeline(
     device: torch.device | str = "cpu",
     architecture: Mapping[str, Mapping[str, Any]] | None = None,
@@ -70,10 +65,12 @@ def xreal_size_pipeline(
     arguments.setdefault("anatomy_controller", arguments["autoencoder"])  # XReal's: an autoencoder of the same shape
     definitions = compvis_definitions(arguments)
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as scratch:  # the tokenizer reads its vocabulary when it is built
+    # the tokenizer reads its vocabulary when it is built; parameters are created where they run (no host copy)
+    with tempfile.TemporaryDirectory() as scratch, torch.device(device):
         vocabulary = stand_in_vocabulary(Path(scratch) / "vocab.txt")
         definitions["text_encoder"] = {**definitions["text_encoder"], "vocab_file": str(vocabulary)}
-        networks = {name: _build(definition, device) for name, definition in definitions.items()}
+        parser = ConfigParser(definitions)
+        networks = {name: parser.get_parsed_content(name) for name in definitions}
     scheduler = ConfigParser({"s": compvis_scheduler_definition(XREAL_DEFAULTS)}).get_parsed_content("s")
     size = int(XREAL_DEFAULTS["image_size"])
     return XRealPipeline(
