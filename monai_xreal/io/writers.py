@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from monai.data.utils import to_affine_nd
 from monai.transforms import SaveImage
 
+from monai_xreal.io.atomic import signals_deferred
 from monai_xreal.io.formats import ARRAY_FORMATS
 
 __all__ = ["FORMATS", "save_images", "staged_folder"]
@@ -74,8 +75,10 @@ def staged_folder(output: str | Path) -> Iterator[Path]:
     """
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    staging = None
+    try:  # made and removed with signals held back, so an interruption cannot leave it behind
+        with signals_deferred():
+            staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
         yield staging
         mask = os.umask(0)
         os.umask(mask)
@@ -85,5 +88,7 @@ def staged_folder(output: str | Path) -> Iterator[Path]:
             output.rmdir()
         staging.rename(output)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with signals_deferred():
+                shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from monai_xreal.io import save_images
+from monai_xreal.io.atomic import signals_deferred
 from monai_xreal.io.dicom import DicomIdentity, write_dicom
 from monai_xreal.io.formats import IMAGE_FORMATS
 from monai_xreal.io.hashing import sha256_file
@@ -54,8 +55,10 @@ def staged_files(folder: str | Path) -> Iterator[StagedFiles]:
     most a ``.partial-*`` folder, which :func:`remove_partials` clears."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    staged = StagedFiles(Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder)))
-    try:
+    staged = None
+    try:  # the folder is made and removed with signals held back, so an interruption cannot leave it behind
+        with signals_deferred():
+            staged = StagedFiles(Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder)))
         yield staged
         for written, target in staged.moves:
             with open(written, "rb") as handle:
@@ -63,7 +66,9 @@ def staged_files(folder: str | Path) -> Iterator[StagedFiles]:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(written, target)
     finally:
-        shutil.rmtree(staged.folder, ignore_errors=True)
+        if staged is not None:
+            with signals_deferred():
+                shutil.rmtree(staged.folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)
